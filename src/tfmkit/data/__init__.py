@@ -1,0 +1,1 @@
+"""Data pipeline: readers, validation, gene vocabulary, normalisation, masking, corpus."""

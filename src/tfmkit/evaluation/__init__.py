@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics over arrays, baselines, and the runners that touch AnnData."""
