@@ -1,0 +1,174 @@
+"""Run configuration: typed dataclasses loaded from YAML with ``key=value`` overrides.
+
+A run YAML has three sections, ``model`` (:class:`tfmkit.models.ModelConfig`), ``data``
+(:class:`DataConfig`) and ``train`` (:class:`TrainConfig`); ``model.preset`` fills in the
+architecture before the other model keys are applied. Overrides use dotted keys
+(``train.steps=200 model.depth=4 data.n_revealed=512``) with YAML-typed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from tfmkit.errors import TfmkitError
+from tfmkit.models.config import PRESETS, ModelConfig, preset_config
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Corpus, preprocessing and masking."""
+
+    datasets: list[str] = field(default_factory=lambda: ["balf"])
+    """Bundled datasets used when no ``--data`` files are given (see ``tfmkit doctor``)."""
+    paths: list[str] = field(default_factory=list)
+    """User ``.h5ad`` / 10x ``.h5`` files (raw counts); each file is one dataset/gene panel."""
+    layer: str | None = None
+    """Layer holding raw counts (default ``X``)."""
+    min_cells: int = 10
+    """Keep vocabulary genes detected in at least this many corpus cells."""
+    library_size: float = 1e5
+    """Library-size normalisation target ``L`` (TxFM eq. 3)."""
+    n_revealed: int = 256
+    """``K``: genes revealed to the encoder per cell (capped by the cell's observable genes)."""
+    tau: float = 0.0
+    """Frequency-weighted masking temperature (``w_i ∝ m_i^tau``); 0 = uniform (TxFM default)."""
+    expressed_only: bool = False
+    """Reveal only nonzero genes (encodings paper) instead of any observable gene."""
+    val_fraction: float = 0.05
+    """Fraction of cells held out (per dataset) for the validation loss."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (TxFM §A.1 / SPEC §5)."""
+
+    steps: int = 300
+    """Total optimiser steps."""
+    batch_size: int = 32
+    """Cells per micro-batch."""
+    accumulate: int = 1
+    """Gradient-accumulation micro-batches per optimiser step."""
+    lr: float = 1e-3
+    """Peak learning rate of the one-cycle cosine schedule."""
+    warmup_frac: float = 0.1
+    """Fraction of steps of linear warm-up."""
+    weight_decay: float | None = None
+    """AdamW weight decay; ``None`` = ``1 / (lr * steps)`` as in TxFM."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    eps: float = 1e-6
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    objective: str = "poisson_nll"
+    """Training objective (criterion name; see ``tfmkit.objectives``)."""
+    objective_kwargs: dict = field(default_factory=dict)
+    """Extra criterion arguments (e.g. ``loss_on: masked``)."""
+    seed: int = 0
+    """Seed of initialisation, data order and masking."""
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
+    precision: str = "auto"
+    """``auto`` = bf16 autocast on GPU, fp32 on CPU; or ``fp32`` / ``bf16``."""
+    checkpoint_every: int = 100
+    """Write an atomic checkpoint every N steps (and at the end)."""
+    log_every: int = 10
+    """Log loss / lr / cells-per-second every N steps."""
+    val_every: int = 100
+    """Validation loss every N steps (0 disables)."""
+    val_batches: int = 4
+    """Validation batches per evaluation."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+
+@dataclass
+class RunConfig:
+    """A whole pretraining run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"]["betas"] = list(d["train"]["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d or {})
+        unknown = set(d) - {"model", "data", "train"}
+        if unknown:
+            raise TfmkitError(f"unknown config section(s) {sorted(unknown)}; use model, data, train")
+        model = dict(d.get("model") or {})
+        preset = model.pop("preset", "tiny")
+        if preset not in PRESETS:
+            raise TfmkitError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+        mk = {f.name for f in fields(ModelConfig)}
+        bad = set(model) - mk
+        if bad:
+            raise TfmkitError(f"unknown model option(s) {sorted(bad)}; valid: {sorted(mk)}")
+        return cls(
+            model=preset_config(preset, **model),
+            data=_section(DataConfig, d.get("data")),
+            train=_section(TrainConfig, d.get("train")),
+        )
+
+
+def _section(cls, d):
+    d = dict(d or {})
+    known = {f.name for f in fields(cls)}
+    bad = set(d) - known
+    if bad:
+        raise TfmkitError(f"unknown {cls.__name__} option(s) {sorted(bad)}; valid: {sorted(known)}")
+    if "betas" in d:
+        d["betas"] = tuple(d["betas"])
+    return cls(**d)
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped preset (``txfm_tiny`` -> ``configs/txfm_tiny.yaml``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for cand in (CONFIG_DIR / f"{name_or_path}.yaml", CONFIG_DIR / str(name_or_path)):
+        if cand.is_file():
+            return cand
+    shipped = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml"))
+    raise TfmkitError(f"config {str(name_or_path)!r} not found; give a YAML path or one of {shipped}")
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a config dict in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise TfmkitError(f"override {item!r} must look like section.key=value, e.g. train.steps=100")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise TfmkitError(f"override key {key!r} must be section.key (model/data/train)")
+        d.setdefault(parts[0], {})
+        if d[parts[0]] is None:
+            d[parts[0]] = {}
+        d[parts[0]][parts[1]] = yaml.safe_load(value)
+    return d
+
+
+def load_config(name_or_path: str | Path | None = "txfm_tiny", overrides: list[str] = ()) -> RunConfig:
+    """Load a run YAML (path or shipped preset name) and apply dotted overrides."""
+    d: dict = {}
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise TfmkitError(f"cannot parse config {path}: {str(err).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise TfmkitError(f"config {path} must be a mapping with model/data/train sections")
+    return RunConfig.from_dict(apply_overrides(d, list(overrides)))

@@ -1,0 +1,11 @@
+"""Bundled real datasets (raw counts) and their loaders; see ``DATA_NOTES.md`` for provenance."""
+
+from tfmkit.datasets.bundled import (
+    DATASETS,
+    load_balf,
+    load_corpus,
+    load_pbmc68k,
+    load_wu2020,
+)
+
+__all__ = ["DATASETS", "load_balf", "load_corpus", "load_pbmc68k", "load_wu2020"]

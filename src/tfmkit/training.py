@@ -1,0 +1,281 @@
+"""The pretraining loop (SPEC §5): AdamW, one-cycle cosine, clipping, accumulation, checkpoints.
+
+Read top to bottom: :func:`load_corpus` (data) -> :func:`build_training` (model, loss, optimiser,
+schedule) -> :func:`pretrain` (the loop). Exact resume: the batch of global step ``s`` depends only
+on ``(seed, s)`` (see :func:`tfmkit.data.corpus.make_dataloader`), and the checkpoint stores the
+weights, AdamW moments, scheduler position and RNG state, so a run resumed from step ``s`` ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tfmkit import checkpoint as ckpt
+from tfmkit.config import RunConfig
+from tfmkit.data import keys as K
+from tfmkit.errors import TfmkitError
+
+LOG_FILE = "train_log.csv"
+LOG_COLUMNS = ["step", "loss", "val_loss", "lr", "cells_per_s", "elapsed_s"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on GPU, fp32 on CPU (bf16 matmul is ~100x slower on many CPUs)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return nullcontext()
+    if precision in ("auto", "bf16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise TfmkitError(f"unknown precision {precision!r}; use auto, fp32 or bf16")
+
+
+def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
+    """Build the sparse multi-dataset :class:`~tfmkit.data.corpus.Corpus` of a run.
+
+    ``adatas`` (name -> AnnData) wins; else ``cfg.data.paths``; else the bundled datasets.
+    """
+    from tfmkit.data.corpus import Corpus
+
+    if adatas is None:
+        if cfg.data.paths:
+            from tfmkit.data.io import read_anndata
+
+            adatas = {Path(p).stem: read_anndata(p, layer=cfg.data.layer) for p in cfg.data.paths}
+        else:
+            from tfmkit.datasets import load_corpus as load_bundled
+
+            adatas = load_bundled(tuple(cfg.data.datasets))
+    return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells)
+
+
+@dataclass
+class TrainingState:
+    """Everything the loop mutates."""
+
+    model: torch.nn.Module
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0
+
+
+def build_training(cfg: RunConfig, n_genes: int, device: torch.device) -> TrainingState:
+    """Model, criterion, AdamW and the one-cycle cosine schedule of TxFM §A.1."""
+    from tfmkit.criterion import build_criterion
+    from tfmkit.models import build_model
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, n_genes).to(device)
+    criterion = build_criterion(cfg.train.objective, n_genes=n_genes,
+                                library_size=cfg.model.library_size,
+                                **cfg.train.objective_kwargs).to(device)
+    t = cfg.train
+    wd = t.weight_decay if t.weight_decay is not None else 1.0 / (t.lr * t.steps)
+    params = list(model.parameters()) + list(criterion.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=wd)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=t.lr, total_steps=max(t.steps, 1), pct_start=t.warmup_frac,
+        anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e4,
+    )
+    return TrainingState(model, criterion, optimizer, scheduler)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def training_loss(state: TrainingState, batch: dict) -> torch.Tensor:
+    """Mean per-cell loss of one batch (model forward + criterion)."""
+    out = state.model(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
+    return state.criterion(out, batch).mean()
+
+
+@torch.no_grad()
+def validation_loss(state: TrainingState, loader_iter, n_batches: int, device, precision) -> float:
+    state.model.eval()
+    losses = []
+    for _ in range(n_batches):
+        batch = _to(next(loader_iter), device)
+        with autocast_context(device, precision):
+            losses.append(float(training_loss(state, batch)))
+    state.model.train()
+    return sum(losses) / max(len(losses), 1)
+
+
+def _gene_weights(cfg: RunConfig, corpus):
+    if cfg.data.tau == 0:
+        return None
+    from tfmkit.data.masking import frequency_weights
+
+    return frequency_weights(corpus.nonzero_cells(), cfg.data.tau)
+
+
+def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path) -> None:
+    config = {**cfg.to_dict(), "n_genes": vocab.n_genes, "step": state.step,
+              "tfmkit_version": __import__("tfmkit").__version__}
+    ckpt.save_checkpoint(
+        model_dir, model=state.model, config=config, vocab=vocab, criterion=state.criterion,
+        optimizer=state.optimizer,
+        trainer_state={"step": state.step, "scheduler": state.scheduler.state_dict(),
+                       "rng": torch.get_rng_state()},
+    )
+
+
+def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool = False,
+             stop_after: int | None = None, progress: bool = True, corpus=None) -> Path:
+    """Pretrain a model and return its model directory ``out_dir/model``.
+
+    Parameters
+    ----------
+    cfg
+        Run configuration (see :mod:`tfmkit.config`).
+    out_dir
+        Run folder: ``config.yaml``, ``train_log.csv`` and the checkpoint ``model/``.
+    adatas
+        Optional ``{name: AnnData}`` raw-count datasets (default: ``cfg.data`` paths/bundled).
+    resume
+        Continue from ``out_dir/model`` (weights, optimiser, schedule, RNG, data position).
+    stop_after
+        Stop (after checkpointing) once this global step is reached — used to simulate an
+        interruption; the schedule still spans ``cfg.train.steps``.
+    """
+    import yaml
+
+    out_dir = Path(out_dir)
+    model_dir = out_dir / "model"
+    if not resume and (model_dir / ckpt.WEIGHTS).exists():
+        raise TfmkitError(f"{out_dir} already holds a trained model; pass --resume to continue it "
+                          "or choose another --out")
+    t = cfg.train
+    device = resolve_device(t.device)
+    saved = ckpt.read_checkpoint(model_dir, with_optimizer=True) if resume else None
+    vocab = None
+    if saved is not None:
+        from tfmkit.data.vocab import GeneVocab
+
+        vocab = GeneVocab.from_dict(saved["vocab"])
+    if corpus is None:
+        corpus = load_corpus(cfg, adatas, vocab)
+    vocab = corpus.vocab
+    state = build_training(cfg, vocab.n_genes, device)
+    state.model.vocab = vocab
+    if saved is not None:
+        state.model.load_state_dict(saved["weights"])
+        if saved["criterion"]:
+            state.criterion.load_state_dict(saved["criterion"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["trainer_state"]["scheduler"])
+        state.step = int(saved["trainer_state"]["step"])
+        if "rng" in saved["trainer_state"]:
+            torch.set_rng_state(saved["trainer_state"]["rng"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    from tfmkit.data.corpus import make_dataloader
+
+    train_idx, val_idx = corpus.split(cfg.data.val_fraction, seed=t.seed)
+    common = dict(n_revealed=cfg.data.n_revealed, library_size=cfg.data.library_size,
+                  gene_weights=_gene_weights(cfg, corpus), expressed_only=cfg.data.expressed_only)
+    micro = t.accumulate
+    loader = make_dataloader(corpus, train_idx, batch_size=t.batch_size, seed=t.seed,
+                             start_step=state.step * micro, num_workers=t.num_workers, **common)
+    val_loader, n_val = None, 0
+    if t.val_every and len(val_idx) >= 1:  # same held-out batches at every evaluation
+        vbs = min(t.batch_size, len(val_idx))
+        val_loader = make_dataloader(corpus, val_idx, batch_size=vbs, seed=t.seed + 10_000,
+                                     shuffle=False, drop_last=False, **common)
+        n_val = max(1, min(t.val_batches, math.ceil(len(val_idx) / vbs)))
+    log_path = out_dir / LOG_FILE
+    new_log = not (resume and log_path.exists())
+    log_fh = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.DictWriter(log_fh, fieldnames=LOG_COLUMNS)
+    if new_log:
+        writer.writeheader()
+    end = min(t.steps, stop_after) if stop_after is not None else t.steps
+    t0 = time.perf_counter()
+    seen, tick = 0, time.perf_counter()
+    it = iter(loader)
+    bar = _progress(progress, total=t.steps, start=state.step)
+    state.model.train()
+    try:
+        while state.step < end:
+            state.optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for _ in range(micro):
+                batch = _to(next(it), device)
+                with autocast_context(device, t.precision):
+                    loss = training_loss(state, batch) / micro
+                loss.backward()
+                loss_sum += float(loss)
+                seen += batch[K.GENE_IDS].shape[0]
+            if not math.isfinite(loss_sum):
+                raise TfmkitError(f"loss became {loss_sum} at step {state.step}; lower train.lr "
+                                  "or check the input counts")
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(
+                    list(state.model.parameters()) + list(state.criterion.parameters()), t.grad_clip)
+            lr = state.optimizer.param_groups[0]["lr"]
+            state.optimizer.step()
+            state.scheduler.step()
+            state.step += 1
+            val = ""
+            if val_loader is not None and (state.step % t.val_every == 0 or state.step == t.steps):
+                val = validation_loss(state, iter(val_loader), n_val, device, t.precision)
+            if state.step % t.log_every == 0 or state.step == end or val != "":
+                now = time.perf_counter()
+                writer.writerow({"step": state.step, "loss": f"{loss_sum:.6f}",
+                                 "val_loss": f"{val:.6f}" if val != "" else "", "lr": f"{lr:.6e}",
+                                 "cells_per_s": f"{seen / max(now - tick, 1e-9):.1f}",
+                                 "elapsed_s": f"{now - t0:.2f}"})
+                log_fh.flush()
+                seen, tick = 0, now
+            if bar is not None:
+                bar.update(loss=loss_sum)
+            if state.step % t.checkpoint_every == 0 or state.step == end:
+                _save(state, cfg, vocab, model_dir)
+    finally:
+        log_fh.close()
+        if bar is not None:
+            bar.close()
+    return model_dir
+
+
+class _Bar:
+    """A rich progress bar showing step and loss."""
+
+    def __init__(self, total: int, start: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=False)
+        self.task = self.p.add_task("pretrain", total=total, completed=start, loss=float("nan"))
+        self.p.start()
+
+    def update(self, loss: float) -> None:
+        self.p.update(self.task, advance=1, loss=loss)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def _progress(enabled: bool, total: int, start: int):
+    return _Bar(total, start) if enabled and os.environ.get("TFMKIT_NO_PROGRESS") is None else None
