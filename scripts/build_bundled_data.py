@@ -51,7 +51,7 @@ BALF_MARKERS = {
     "epithelial": ["KRT18", "EPCAM", "KRT8", "KRT19", "TPPP3"],
     "neutrophil": ["FCGR3B", "CXCR2", "CSF3R"],
     "mDC": ["CD1C", "CLEC9A", "FCER1A", "CLEC10A"],
-    "pDC": ["LILRA4", "CLEC4C", "IL3RA"],
+    "pDC": ["LILRA4", "CLEC4C"],  # not IL3RA: also on macrophages here
     "mast cell": ["TPSB2", "CPA3", "MS4A2"],
 }
 
@@ -93,11 +93,27 @@ def _finish(adata: ad.AnnData, dataset: str) -> ad.AnnData:
     return adata
 
 
-def derive_balf_cell_types(adata: ad.AnnData, seed: int = 0) -> pd.Series:
-    """Marker-derived coarse cell types: lognorm (1e4) -> scanpy score_genes per marker set;
-    Leiden clusters on 30 PCs of 2,000 HVGs; each cluster takes the cell type with the highest
-    mean score among its cells (a cluster whose best mean score is <= 0 is 'unassigned')."""
-    a = adata.copy()
+QC_MIN_GENES, QC_MAX_GENES, QC_MIN_COUNTS, QC_MAX_PCT_MT = 200, 6000, 1000, 10.0
+
+
+def balf_qc(adata: ad.AnnData) -> pd.DataFrame:
+    """Per-cell QC metrics and pass flag (200 <= genes <= 6000, counts >= 1000, mito < 10%)."""
+    X = adata.X
+    n_genes = np.asarray((X > 0).sum(axis=1)).ravel()
+    total = np.asarray(X.sum(axis=1)).ravel()
+    mt = np.asarray(X[:, np.flatnonzero(adata.var_names.str.startswith("MT-"))].sum(axis=1)).ravel()
+    pct_mt = 100 * mt / np.maximum(total, 1)
+    ok = (n_genes >= QC_MIN_GENES) & (n_genes <= QC_MAX_GENES) & (total >= QC_MIN_COUNTS) & (pct_mt < QC_MAX_PCT_MT)
+    return pd.DataFrame({"n_genes": n_genes.astype(np.int32), "total_counts": total.astype(np.float32),
+                         "pct_counts_mt": pct_mt.astype(np.float32), "qc_pass": ok}, index=adata.obs_names)
+
+
+def derive_balf_cell_types(adata: ad.AnnData, qc_pass: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Marker-derived coarse cell types for QC-passing cells ("low_quality" for the others):
+    lognorm (1e4) -> scanpy score_genes per marker set; Leiden clusters (resolution 2) on 30 PCs
+    of 2,000 HVGs; each cluster takes the cell type with the highest mean score among its cells
+    ("unassigned" when no mean score is positive)."""
+    a = adata[qc_pass].copy()
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
     for ct, genes in BALF_MARKERS.items():
@@ -105,14 +121,16 @@ def derive_balf_cell_types(adata: ad.AnnData, seed: int = 0) -> pd.Series:
         sc.tl.score_genes(a, genes, score_name=f"score_{ct}", random_state=seed)
     sc.pp.highly_variable_genes(a, n_top_genes=2000, batch_key="patient")
     sc.pp.pca(a, n_comps=30, mask_var="highly_variable", random_state=seed)
-    sc.pp.neighbors(a, n_neighbors=15, random_state=seed)
-    sc.tl.leiden(a, resolution=1.0, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+    # exact kNN; the pynndescent path of scanpy 1.11.5 fails with scipy 1.17 csr_array
+    sc.pp.neighbors(a, n_neighbors=15, random_state=seed, transformer="sklearn")
+    sc.tl.leiden(a, resolution=2.0, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     scores = a.obs[[f"score_{ct}" for ct in BALF_MARKERS]]
     scores.columns = list(BALF_MARKERS)
     means = scores.groupby(a.obs["leiden"], observed=True).mean()
     label = means.idxmax(axis=1).where(means.max(axis=1) > 0, "unassigned")
-    out = a.obs["leiden"].map(label).astype(str)
-    print("BALF derived cell types:\n" + out.value_counts().to_string())
+    out = np.full(adata.n_obs, "low_quality", dtype=object)
+    out[qc_pass] = a.obs["leiden"].map(label).astype(str).to_numpy()
+    print("BALF derived cell types:\n" + pd.Series(out).value_counts().to_string())
     return out
 
 
@@ -131,7 +149,10 @@ def build_balf(shared: Path) -> None:
         warnings.simplefilter("ignore")
         adata = ad.AnnData(sp.vstack([p.X for p in parts]).tocsr(), obs=pd.concat([p.obs for p in parts]), var=var)
     adata = _finish(adata, "liao2020_balf")
-    adata.obs["cell_type_derived"] = derive_balf_cell_types(adata).values
+    qc = balf_qc(adata)
+    for col in qc.columns:
+        adata.obs[col] = qc[col].values
+    adata.obs["cell_type_derived"] = derive_balf_cell_types(adata, qc["qc_pass"].to_numpy())
     from tfmkit.datasets.bundled import save_bundle
 
     save_bundle(OUT / "liao2020_balf.npz", adata)

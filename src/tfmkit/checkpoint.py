@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tfmkit.errors import TfmkitError
@@ -120,7 +120,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise TfmkitError(f"checkpoint file {path} is corrupt or incomplete ({msg}); "
                           "re-run training or point at another checkpoint") from None

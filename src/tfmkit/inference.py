@@ -54,7 +54,7 @@ def _corpus_for(adata, model, layer=None):
 
     if model.vocab is None:
         raise TfmkitError("the model has no gene vocabulary attached; load it with tfmkit.load_model")
-    return Corpus.from_adatas({"input": adata}, vocab=model.vocab, min_cells=0, layer=layer)
+    return Corpus.from_adata_for_inference(adata, model.vocab, layer=layer)
 
 
 def _batches(corpus, model, *, n_revealed, batch_size, seed, view):
@@ -112,7 +112,7 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, n_revealed: int | None = None
     prov[key] = {
         "model": getattr(model, "source", None), "preset": model.config.preset,
         "step": getattr(model, "step", None), "n_revealed": int(n_revealed or model.run_config.data.n_revealed),
-        "n_views": n_views, "seed": seed, "n_genes_used": int(len(corpus.observable[0])) if hasattr(corpus, "observable") else None,
+        "n_views": n_views, "seed": seed, "n_genes_used": int(len(corpus.observable[0])),
         "n_genes_vocab": model.vocab.n_genes, "tfmkit_version": __import__("tfmkit").__version__,
     }
     adata.uns["tfmkit"] = prov

@@ -27,8 +27,9 @@ def _masked_mean(per_gene: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     """Mean over genes of ``per_gene`` (B, G), restricted to ``mask`` (B, G) when given -> (B,)."""
     if mask is None:
         return per_gene.mean(dim=-1)
-    m = mask.to(per_gene.dtype)  # (B, G)
-    return (per_gene * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    zero = torch.zeros((), dtype=per_gene.dtype, device=per_gene.device)
+    total = torch.where(mask, per_gene, zero).sum(-1)  # (B,) masked entries never leak (nan/inf)
+    return total / mask.sum(-1).clamp_min(1).to(per_gene.dtype)
 
 
 # --------------------------------------------------------------------------- activations
@@ -110,7 +111,8 @@ def _masked_sum(per_gene: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     """Sum over genes of ``per_gene`` (B, G), restricted to ``mask`` (B, G) when given -> (B,)."""
     if mask is None:
         return per_gene.sum(dim=-1)
-    return torch.where(mask, per_gene, torch.zeros((), dtype=per_gene.dtype)).sum(-1)
+    zero = torch.zeros((), dtype=per_gene.dtype, device=per_gene.device)
+    return torch.where(mask, per_gene, zero).sum(-1)
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +184,7 @@ def proportional_ce(
     log_q = torch.log_softmax(phi, dim=-1)  # (B, G)
     total = k.sum(-1, keepdim=True)  # (B, 1)
     p = k / total.clamp_min(torch.finfo(k.dtype).tiny)  # (B, G)
-    per_gene = torch.where(p > 0, -p * log_q, torch.zeros((), dtype=p.dtype))  # (B, G)
+    per_gene = torch.where(p > 0, -p * log_q, torch.zeros((), dtype=p.dtype, device=p.device))
     return per_gene.sum(-1)
 
 
@@ -215,7 +217,7 @@ def z_loss(logits: torch.Tensor, mask: torch.Tensor | None = None, alpha: float 
     if mask is not None:
         phi = phi.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(phi, dim=-1)  # (B,)
-    lse = torch.where(torch.isfinite(lse), lse, torch.zeros((), dtype=lse.dtype))
+    lse = torch.where(torch.isfinite(lse), lse, torch.zeros((), dtype=lse.dtype, device=lse.device))
     return alpha * lse.square()
 
 
@@ -230,6 +232,102 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
         torch.log(-torch.expm1(torch.where(near, x, -1.0))),
         torch.log1p(-torch.exp(torch.where(near, -1.0, x))),
     )
+
+
+def _gpl_forward(phi: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor | None):
+    """Forward of :func:`gpl_nll` without autograd: ``(log_p (B,), tensors for backward)``.
+
+    Written to touch each ``(B, V)`` array as few times as possible (in-place reuse, no
+    bool -> int64 reductions): at ``V >> S`` the cost is a handful of passes over ``V``.
+    """
+    n_cells, n_genes = phi.shape
+    dev, dt = phi.device, phi.dtype
+    b = F.logsigmoid(phi)  # (B, V) log(1 - theta)
+    expressed = counts > 0  # (B, V)
+    mask_f = None
+    if mask is not None:
+        expressed &= mask
+        mask_f = mask.to(dt)  # (B, V) 1.0 where observable (masked logits must be finite)
+        n_obs = mask_f.sum(-1)  # (B,)
+        t_all = b.mul_(mask_f).sum(-1)  # (B,) T_1 = sum_M b; b stays exact on observable genes
+    else:
+        n_obs = torch.full((n_cells,), float(n_genes), dtype=dt, device=dev)
+        t_all = b.sum(-1)  # (B,)
+
+    # expressed genes only (N = sum of S over cells), sorted by (cell, count) with one flat sort:
+    # positive float32 bit patterns are monotone as int32, so key = cell * 2^31 + bits(count).
+    flat = expressed.view(-1).nonzero().squeeze(1)  # (N,) row-major
+    rows = torch.div(flat, n_genes, rounding_mode="floor")  # (N,)
+    n_expr = torch.bincount(rows, minlength=n_cells)  # (B,)
+    has_zero = n_obs > n_expr.to(dt)  # (B,) zero block B_1 present
+    k_bits = counts.view(-1).index_select(0, flat).to(torch.float32).view(torch.int32)  # (N,)
+    key_sorted, order = torch.sort((rows << 31) | k_bits.to(torch.int64))  # rows stay grouped
+    src = flat.index_select(0, order)  # (N,) flat gene index in sorted order
+    b_src = b.view(-1).index_select(0, src)  # (N,)
+    # sum_M logsig(-phi) = sum_M (b - phi); the b buffer is reused for phi * mask
+    phi_sum = (torch.mul(phi, mask_f, out=b) if mask_f is not None else phi).sum(-1)  # (B,)
+    sum_a = t_all - phi_sum  # (B,)
+
+    s_max = int(n_expr.max()) if n_cells else 0
+    start = torch.cumsum(n_expr, 0) - n_expr  # (B,)
+    # slot in a padded (B, S_max) layout: row * S_max + position within the cell
+    lin = torch.arange(flat.numel(), device=dev) + (rows * s_max - start.index_select(0, rows))
+    b_pad = torch.zeros(n_cells * s_max, dtype=dt, device=dev)
+    b_pad.index_copy_(0, lin, b_src)  # padding adds 0 to every suffix sum
+    suffix = b_pad.view(n_cells, s_max).flip(1).cumsum(1).flip(1)  # (B, S) top counts first
+    new_block = torch.ones_like(key_sorted, dtype=torch.bool)  # (N,) first gene of each block
+    torch.ne(key_sorted[1:], key_sorted[:-1], out=new_block[1:])
+    t_blk = suffix.reshape(-1).index_select(0, lin)  # (N,) T at every position
+    t_start = torch.where(new_block, t_blk, -1.0)  # (N,) T_j at block starts
+    block_terms = torch.zeros(n_cells, dtype=dt, device=dev).index_add_(
+        0, rows, torch.where(new_block, t_blk - _log1mexp(t_start), 0.0)
+    )  # (B,) sum over expressed blocks of T_j - log1mexp(T_j)
+    t1 = torch.where(has_zero, t_all, -1.0)  # (B,)
+    zero_term = torch.where(has_zero, -_log1mexp(t1), -t_all)  # (B,)
+    log_p = sum_a + block_terms + zero_term  # (B,)
+    return log_p, (mask_f, rows, lin, src, new_block, t_start, t1, has_zero, s_max)
+
+
+def _inv_one_minus_exp(t: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 - exp(t))`` = ``d/dt [t - log1mexp(t)]`` for ``t < 0`` (finite via the clamp)."""
+    t = t.clamp_max(-torch.finfo(t.dtype).tiny)
+    return -1.0 / torch.expm1(t)
+
+
+class _GPLFunction(torch.autograd.Function):
+    """``-log P`` with a hand-written ``O(V + S)`` backward.
+
+    With ``c(T) = 1 / (1 - exp(T))``: ``dlogP/db_g = c(T_1) [zero block present] +
+    sum_{expressed blocks j with g in R_j} c(T_j)`` and ``dlogP/dphi_g = dlogP/db_g *
+    sigmoid(-phi_g) - 1`` for observable ``g`` (``b = logsig(phi)``, ``db/dphi = theta``).
+    """
+
+    @staticmethod
+    def forward(ctx, phi, counts, mask):  # noqa: D102
+        log_p, saved = _gpl_forward(phi, counts, mask)
+        mask_f, rows, lin, src, new_block, t_start, t1, has_zero, s_max = saved
+        ctx.s_max = s_max
+        ctx.save_for_backward(phi, mask_f, rows, lin, src, new_block, t_start, t1, has_zero)
+        return -log_p
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        phi, mask_f, rows, lin, src, new_block, t_start, t1, has_zero = ctx.saved_tensors
+        n_cells, dt = phi.shape[0], phi.dtype
+        theta = torch.neg(phi).sigmoid_()  # (B, V) stopping probability sigmoid(-phi)
+        theta_src = theta.view(-1).index_select(0, src)  # (N,)
+        base = torch.where(has_zero, _inv_one_minus_exp(t1), 0.0)  # (B,)
+        c_pad = torch.zeros(n_cells * ctx.s_max, dtype=dt, device=phi.device)
+        c_pad.index_copy_(0, lin, torch.where(new_block, _inv_one_minus_exp(t_start), 0.0))
+        extra = c_pad.view(n_cells, ctx.s_max).cumsum(1).view(-1).index_select(0, lin)  # (N,)
+        g = grad_out.to(dt)  # (B,)
+        # d(-log P)/dphi_g = g * (1 - dlogP/db_g * theta_g): per-cell part, then expressed genes
+        grad = theta.mul_((-g * base).unsqueeze(1)).add_(g.unsqueeze(1))  # (B, V) in place
+        grad.view(-1).index_add_(0, src, -g.index_select(0, rows) * extra * theta_src)
+        if mask_f is not None:
+            grad.mul_(mask_f)
+        return grad, None, None
 
 
 @OBJECTIVES.register("gpl_nll")
@@ -254,9 +352,10 @@ def gpl_nll(
     Computation, ``O(V + S log S)`` per cell (``S`` expressed genes): with ``b = logsig(phi)``
     and ``T_j = sum_{R_j} b`` (``T_{m+1} = 0``) the sum telescopes to
     ``log P = sum_M logsig(-phi) + sum_{j >= 2} T_j - sum_j log1mexp(T_j)``. One ``logsigmoid``
-    pass over ``V`` gives ``T_1`` and the first sum; only the ``S`` nonzero counts are sorted
-    (padded ``(B, S_max)``), block starts come from comparing neighbours of the sorted counts and
-    ``T_j`` from a reversed cumulative sum. Never materialises ``V x S``.
+    pass over ``V`` gives ``T_1`` and the first sum; only the ``S`` nonzero counts are sorted,
+    ``T_j`` comes from a reversed cumulative sum per cell (padded ``(B, S_max)``) and the
+    backward pass is closed-form (see ``_GPLFunction``; first-order gradients only). Never
+    materialises ``V x S``. Counts are compared in float32 precision.
 
     Parameters
     ----------
@@ -268,48 +367,52 @@ def gpl_nll(
         ``(B, V)`` bool, True for genes measured in the cell; others are left out of the ranking.
         ``None`` = all genes observable. A cell with no observable gene has loss 0.
     """
-    phi = _float(logits)  # (B, V)
-    n_cells = phi.shape[0]
-    b = F.logsigmoid(phi)  # (B, V) log(1 - theta)
-    expressed = counts > 0  # (B, V)
+    if logits.ndim != 2 or counts.shape != logits.shape:
+        raise ValueError(
+            f"gpl_nll expects logits and counts of the same (B, V) shape, got "
+            f"{tuple(logits.shape)} and {tuple(counts.shape)}"
+        )
     if mask is not None:
-        if mask.shape != phi.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != logits shape {tuple(phi.shape)}")
-        zero = torch.zeros((), dtype=phi.dtype, device=phi.device)
-        expressed = expressed & mask
-        t_all = torch.where(mask, b, zero).sum(-1)  # (B,) T_1 = sum_M b
-        sum_a = t_all - torch.where(mask, phi, zero).sum(-1)  # (B,) sum_M logsig(-phi) = b - phi
-        n_obs = mask.sum(-1)  # (B,)
-    else:
-        t_all = b.sum(-1)  # (B,)
-        sum_a = t_all - phi.sum(-1)  # (B,)
-        n_obs = torch.full((n_cells,), phi.shape[1], device=phi.device)
-    n_expr = expressed.sum(-1)  # (B,)
-    has_zero = n_obs > n_expr  # (B,) zero block B_1 present
+        if mask.shape != logits.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != logits shape {tuple(logits.shape)}")
+        mask = mask.bool()
+    return _GPLFunction.apply(_float(logits).contiguous(), counts.contiguous(), mask)
 
-    # --- gather the S expressed genes of each cell into a padded (B, S_max) layout
-    rows, cols = expressed.nonzero(as_tuple=True)  # (N,), (N,) row-major
-    s_max = int(n_expr.max()) if n_cells else 0
-    start = torch.cumsum(n_expr, 0) - n_expr  # (B,)
-    pos = torch.arange(rows.numel(), device=phi.device) - start[rows]  # (N,) slot within row
-    k_pad = torch.full((n_cells, s_max), float("inf"), dtype=phi.dtype, device=phi.device)
-    k_pad[rows, pos] = counts[rows, cols].to(phi.dtype)  # (B, S)
-    b_pad = torch.zeros((n_cells, s_max), dtype=phi.dtype, device=phi.device).index_put(
-        (rows, pos), b[rows, cols]
-    )  # (B, S) padding contributes 0 to every suffix sum
-    k_sorted, order = torch.sort(k_pad, dim=1)  # (B, S) ascending, padding last
-    b_sorted = b_pad.gather(1, order)  # (B, S)
 
-    # --- suffix sums T at each position (highest counts first, for precision near 0)
-    suffix = b_sorted.flip(1).cumsum(1).flip(1)  # (B, S)
-    valid = torch.arange(s_max, device=phi.device) < n_expr.unsqueeze(1)  # (B, S)
-    new_block = torch.ones_like(valid)
-    new_block[:, 1:] = k_sorted[:, 1:] != k_sorted[:, :-1]
-    is_start = valid & new_block  # (B, S) first position of each expressed block
-    block_terms = torch.where(
-        is_start, suffix - _log1mexp(torch.where(is_start, suffix, -1.0)), 0.0
-    ).sum(-1)  # (B,)
+def _wced_part(
+    expressed_logits: torch.Tensor, value_pred: torch.Tensor, target: torch.Tensor, sel: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean BCE over ``sel`` plus MSE over ``sel`` & nonzero target -> ((B,), nonempty (B,))."""
+    is_expr = target > 0  # (B, G)
+    bce = F.binary_cross_entropy_with_logits(
+        expressed_logits, is_expr.to(expressed_logits.dtype), reduction="none"
+    )  # (B, G)
+    sq = (value_pred - target).square()  # (B, G)
+    return _masked_mean(bce, sel) + _masked_mean(sq, sel & is_expr), sel.any(-1)
 
-    zero_term = torch.where(has_zero, -_log1mexp(torch.where(has_zero, t_all, -1.0)), -t_all)
-    log_p = sum_a + block_terms + zero_term  # (B,)
-    return -log_p
+
+@OBJECTIVES.register("wced_loss")
+def wced_loss(
+    expressed_logits: torch.Tensor,
+    value_pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    input_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Whole-cell expression decoder loss (BMFM-RNA §2.2, Fig. 2; SPEC §4) -> ``(B,)``.
+
+    From the CLS embedding a model predicts, for every observable gene, an expressed/not logit
+    (``expressed_logits`` (B, G)) and a value (``value_pred`` (B, G), log1p space). For a gene set
+    ``S``: ``L_S = mean_{g in S} BCE(l_g, [x_g > 0]) + mean_{g in S, x_g > 0} (v_g - x_g)^2``.
+    With ``input_mask`` (genes given to the encoder) the input-gene (autoencoder) and
+    non-input-gene (masking) terms get equal weight: ``(L_in + L_out) / 2`` (a group empty in a
+    cell is left out of the average); without it, ``L_M`` over all observable genes ``M``.
+    """
+    e, v, x = _float(expressed_logits), _float(value_pred), _float(target)
+    observable = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.bool()
+    if input_mask is None:
+        return _wced_part(e, v, x, observable)[0]
+    l_in, has_in = _wced_part(e, v, x, observable & input_mask)
+    l_out, has_out = _wced_part(e, v, x, observable & ~input_mask)
+    n = (has_in.to(x.dtype) + has_out.to(x.dtype)).clamp_min(1.0)  # (B,)
+    return (l_in + l_out) / n

@@ -108,21 +108,27 @@ def load_bundle(filename: str) -> ad.AnnData:
     return ad.AnnData(X=X, obs=obs, var=var)
 
 
-def load_balf(patients=None) -> ad.AnnData:
+def load_balf(patients=None, *, qc: bool = False) -> ad.AnnData:
     """Bronchoalveolar lavage fluid cells of 3 COVID-19 patients (Liao et al. 2020, Nat Med).
 
-    10,706 cells (C144: 3,716; C146: 4,111; C149: 2,879), raw UMI counts, genes detected in at
-    least one cell. ``obs``: ``patient``, ``dataset`` (``"liao2020_balf"``),
-    ``cell_type_derived`` and ``cell_type_derived_is_derived`` (always ``True``).
+    10,706 cells (C144: 3,716; C146: 4,111; C149: 2,879) x 24,290 genes detected in at least
+    one cell, raw UMI counts of the Cell Ranger filtered matrices. ``obs``: ``patient``,
+    ``dataset`` (``"liao2020_balf"``), QC metrics ``n_genes``, ``total_counts``,
+    ``pct_counts_mt``, ``qc_pass`` (200-6000 genes, >= 1000 UMIs, < 10% mitochondrial; only
+    3,732 cells pass), ``cell_type_derived`` and ``cell_type_derived_is_derived`` (always
+    ``True``).
 
-    ``cell_type_derived`` is NOT a published annotation: it was derived by tfmkit from canonical
-    marker genes (scanpy ``score_genes`` on log-normalised counts, majority over Leiden
-    clusters; see DATA_NOTES.md). Use it for demos and sanity checks, not as ground truth.
+    ``cell_type_derived`` is NOT a published annotation: tfmkit derived it from canonical marker
+    genes (scanpy ``score_genes`` on log-normalised counts, best mean score per Leiden cluster
+    of QC-passing cells; ``"low_quality"`` for cells failing QC; see DATA_NOTES.md). Use it for
+    demos and sanity checks, not as ground truth.
 
     Parameters
     ----------
     patients
         Subset of ``("C144", "C146", "C149")``; all three when ``None``.
+    qc
+        Keep only cells with ``qc_pass`` (3,732 cells).
     """
     adata = load_bundle("liao2020_balf.npz")
     if patients is not None:
@@ -131,6 +137,8 @@ def load_balf(patients=None) -> ad.AnnData:
         if bad:
             raise TfmkitError(f"unknown BALF patient(s) {bad}; choose from {list(BALF_PATIENTS)}.")
         adata = adata[adata.obs["patient"].isin(patients)].copy()
+    if qc:
+        adata = adata[adata.obs["qc_pass"].to_numpy(bool)].copy()
     adata.obs["cell_type_derived_is_derived"] = True
     return adata
 
@@ -155,14 +163,15 @@ def load_pbmc68k() -> ad.AnnData:
     return load_bundle("pbmc68k.npz")
 
 
-def load_corpus(names=("balf",)) -> dict:
+def load_corpus(names=("balf",), *, qc: bool = False) -> dict:
     """Per-batch AnnDatas for pretraining: ``"balf"`` -> ``balf_C144``, ``balf_C146``,
-    ``balf_C149``; ``"wu2020"`` and ``"pbmc68k"`` -> one entry each."""
+    ``balf_C149``; ``"wu2020"`` and ``"pbmc68k"`` -> one entry each. ``qc=True`` keeps only
+    BALF cells passing QC (see :func:`load_balf`)."""
     names = [names] if isinstance(names, str) else list(names)
     out: dict[str, ad.AnnData] = {}
     for name in names:
         if name == "balf":
-            full = load_balf()
+            full = load_balf(qc=qc)
             for p in BALF_PATIENTS:
                 out[f"balf_{p}"] = full[full.obs["patient"] == p].copy()
         elif name in DATASETS:
@@ -173,7 +182,7 @@ def load_corpus(names=("balf",)) -> dict:
 
 
 DATASETS = {
-    "balf": (load_balf, "Liao 2020 COVID-19 BALF, 3 patients, 10,706 cells, raw UMI counts (marker-derived cell types)"),
+    "balf": (load_balf, "Liao 2020 COVID-19 BALF, 3 patients, 10,706 cells (3,732 pass QC), raw UMI counts, marker-derived cell types"),
     "wu2020": (load_wu2020, "Wu 2020 tumour/normal/blood T cells, 200 cells, 16 published subtypes, raw UMI counts"),
     "pbmc68k": (load_pbmc68k, "scanpy pbmc68k_reduced, 700 PBMCs x 765 genes, 10 cell types, recovered raw counts"),
 }

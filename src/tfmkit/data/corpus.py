@@ -1,0 +1,361 @@
+"""A sparse multi-dataset training corpus aligned to one :class:`GeneVocab` (SPEC §2).
+
+Each dataset keeps its own gene panel: a gene the dataset did not measure is *unobservable*
+for its cells (unknown, not zero). Counts stay in per-dataset CSR matrices whose columns are
+vocabulary gene indices; only the cells of one batch are ever densified. Batches follow TxFM
+§3: library-size normalisation to ``L`` (default 1e5) + ``log1p`` of every vocabulary gene as
+the target, and ``K`` revealed genes sampled among the cell's observable genes.
+
+Keys of the batch dict are the constants of :mod:`tfmkit.data.keys`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from tfmkit.data import keys
+from tfmkit.data.hgnc import harmonize_genes
+from tfmkit.data.masking import sample_revealed
+from tfmkit.data.validate import validate_counts
+from tfmkit.data.vocab import GeneVocab
+from tfmkit.errors import TfmkitError
+
+MIN_VOCAB_OVERLAP = 0.01
+
+
+def _counts_adata(adata: ad.AnnData, layer: str | None) -> ad.AnnData:
+    """A light AnnData whose X is the counts to use (``layer``, ``raw`` or X); no data copy."""
+    if layer is None:
+        X, var = adata.X, adata.var
+    elif layer in adata.layers:
+        X, var = adata.layers[layer], adata.var
+    elif layer == "raw" and adata.raw is not None:
+        X, var = adata.raw.X, adata.raw.var
+    else:
+        avail = sorted(adata.layers.keys()) + (["raw"] if adata.raw is not None else [])
+        raise TfmkitError(f"layer {layer!r} not found; available layers: {avail or 'none'} (omit --layer to use X).")
+    return ad.AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names), var=var.copy())
+
+
+def _row_totals(X) -> np.ndarray:
+    return np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+
+
+class Corpus:
+    """Counts of several datasets, aligned to one vocabulary, stored sparse.
+
+    Attributes
+    ----------
+    vocab : GeneVocab
+    names : list[str]
+        Dataset names, in order (dataset id = position).
+    counts : list[scipy.sparse.csr_matrix]
+        Per dataset ``(n_cells_d, vocab.n_genes)`` float32 raw counts.
+    observable : list[np.ndarray]
+        Per dataset, sorted vocabulary gene indices the dataset measured.
+    library_sizes : np.ndarray
+        ``(n_cells,)`` total counts of each cell over ALL its genes in the original dataset
+        (before vocabulary filtering), the denominator of library-size normalisation.
+    dataset_of_cell, row_of_cell : np.ndarray
+        ``(n_cells,)`` dataset id and row within that dataset of each global cell index.
+    obs : pandas.DataFrame
+        Concatenated ``obs`` with a ``dataset`` column (overwritten with the corpus names).
+    gene_reports : dict[str, GeneReport]
+        HGNC harmonisation reports for datasets harmonised by the corpus itself.
+    n_dropped_outside_vocab : dict[str, int]
+        Number of genes of each dataset not in the vocabulary (dropped).
+    """
+
+    def __init__(self, vocab: GeneVocab, names, counts, observable, library_sizes, obs,
+                 gene_reports=None, n_dropped_outside_vocab=None):
+        self.vocab = vocab
+        self.names = list(names)
+        self.counts = [sp.csr_matrix(c, dtype=np.float32) for c in counts]
+        self.observable = [np.asarray(o, dtype=np.int64) for o in observable]
+        sizes = [c.shape[0] for c in self.counts]
+        self.n_cells = int(sum(sizes))
+        self.dataset_of_cell = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+        self.row_of_cell = np.concatenate([np.arange(n) for n in sizes]).astype(np.int64) if sizes else np.zeros(0, np.int64)
+        self.library_sizes = np.asarray(library_sizes, dtype=np.float64)
+        self.obs = obs
+        self.gene_reports = dict(gene_reports or {})
+        self.n_dropped_outside_vocab = dict(n_dropped_outside_vocab or {})
+        mask = torch.zeros((len(self.names), vocab.n_genes), dtype=torch.bool)  # (D, G)
+        for d, o in enumerate(self.observable):
+            mask[d, torch.as_tensor(o)] = True
+        self._observable_mask = mask
+        self._nonzero_cells = None
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_adatas(cls, adatas, *, vocab: GeneVocab | None = None, min_cells: int = 1,
+                    layer: str | None = None, bulk: bool = False, validate: bool = True,
+                    library_key: str | None = None) -> "Corpus":
+        """Build a corpus from AnnDatas (a mapping name -> AnnData, or a sequence named
+        ``dataset0, dataset1, ...``) holding raw counts in ``X`` or ``layers[layer]``.
+
+        Genes are HGNC-harmonised first unless ``var`` already has ``hgnc_status`` (the input
+        is never modified). ``vocab`` defaults to :meth:`GeneVocab.from_adatas` with
+        ``min_cells``. ``library_key`` names an ``obs`` column of per-cell total counts to use
+        as library sizes (for files that kept only a gene subset, e.g. ``n_counts``);
+        otherwise the row sums of all the dataset's genes are used.
+        """
+        if isinstance(adatas, ad.AnnData):
+            adatas = [adatas]
+        items = list(adatas.items()) if isinstance(adatas, Mapping) else [(f"dataset{i}", a) for i, a in enumerate(adatas)]
+        if not items:
+            raise TfmkitError("no datasets given; pass at least one AnnData.")
+        prepared, reports, totals = [], {}, []
+        for name, adata in items:
+            a = _counts_adata(adata, layer)
+            if validate:
+                validate_counts(a.X, name=f"dataset {name!r} " + (f"layers[{layer!r}]" if layer else "X"), bulk=bulk)
+            if library_key is not None:
+                if library_key not in adata.obs:
+                    raise TfmkitError(f"dataset {name!r} has no obs column {library_key!r} for library sizes.")
+                totals.append(adata.obs[library_key].to_numpy(np.float64))
+            else:
+                totals.append(_row_totals(a.X))
+            if "hgnc_status" not in a.var:
+                rep = harmonize_genes(a, copy=False)
+                reports[name] = rep
+            prepared.append((str(name), a))
+        if vocab is None:
+            vocab = GeneVocab.from_adatas([a for _, a in prepared], min_cells=min_cells)
+        counts, observable, dropped = [], [], {}
+        for name, a in prepared:
+            gi = vocab.gene_index(a.var_names)
+            keep = np.flatnonzero(gi >= 0)
+            dropped[name] = int(len(gi) - len(keep))
+            X = sp.csr_matrix(a.X)[:, keep]
+            X = sp.csr_matrix((X.data.astype(np.float32), gi[keep][X.indices], X.indptr), shape=(a.n_obs, vocab.n_genes))
+            X.sort_indices()
+            X.eliminate_zeros()
+            counts.append(X)
+            observable.append(np.sort(gi[keep]))
+        obs = []
+        for (name, _), (_, adata) in zip(prepared, items):
+            o = adata.obs.copy()
+            o["dataset"] = name
+            obs.append(o)
+        obs = pd.concat(obs, axis=0)
+        if obs.index.has_duplicates:
+            obs.index = [f"{d}:{i}" for d, i in zip(obs["dataset"], obs.index)]
+        obs["dataset"] = pd.Categorical(obs["dataset"], categories=[n for n, _ in prepared])
+        return cls(vocab, [n for n, _ in prepared], counts, observable, np.concatenate(totals), obs,
+                   gene_reports=reports, n_dropped_outside_vocab=dropped)
+
+    @classmethod
+    def from_adata_for_inference(cls, adata: ad.AnnData, vocab: GeneVocab, *, layer: str | None = None,
+                                 bulk: bool = False, name: str = "input", library_key: str | None = None,
+                                 min_overlap: float = MIN_VOCAB_OVERLAP) -> "Corpus":
+        """One-dataset corpus of new data aligned to an existing model vocabulary.
+
+        Genes outside the vocabulary are dropped (count in ``n_dropped_outside_vocab``);
+        raises :class:`TfmkitError` when fewer than ``min_overlap`` (1%) of the vocabulary
+        genes are present. Library sizes use all the input's genes.
+        """
+        a = _counts_adata(adata, layer)
+        if "hgnc_status" not in a.var:
+            harmonize_genes(a)
+        n_overlap = int((vocab.gene_index(a.var_names) >= 0).sum())
+        if n_overlap == 0 or n_overlap < min_overlap * vocab.n_genes:
+            ex = ", ".join(map(str, a.var_names[:3]))
+            raise TfmkitError(
+                f"none of the input genes are in the model vocabulary; only {n_overlap} of "
+                f"{vocab.n_genes} vocabulary genes found (input genes e.g. {ex}) — use HGNC symbols "
+                f"or Ensembl ids in var_names / var['gene_ids'] and a model trained on the same species."
+            )
+        return cls.from_adatas({name: adata}, vocab=vocab, layer=layer, bulk=bulk, library_key=library_key)
+
+    # ---- queries --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.n_cells
+
+    def __repr__(self) -> str:
+        return f"Corpus({self.n_cells} cells, {len(self.names)} datasets {self.names}, {self.vocab.n_genes} genes)"
+
+    def summary(self) -> str:
+        """One line per dataset: cells, observable genes, genes dropped outside the vocabulary."""
+        lines = []
+        for d, name in enumerate(self.names):
+            lines.append(f"{name}: {self.counts[d].shape[0]} cells, {len(self.observable[d])} observable genes, "
+                         f"{self.n_dropped_outside_vocab.get(name, 0)} genes outside the vocabulary dropped")
+        return "\n".join(lines)
+
+    def nonzero_cells(self) -> np.ndarray:
+        """``(G,)`` int64: number of corpus cells where each vocabulary gene is nonzero (``m_i``)."""
+        if self._nonzero_cells is None:
+            m = np.zeros(self.vocab.n_genes, dtype=np.int64)
+            for X in self.counts:
+                m += np.bincount(X.indices[X.data != 0], minlength=self.vocab.n_genes)
+            self._nonzero_cells = m
+        return self._nonzero_cells
+
+    def observable_mask(self, dataset_ids) -> torch.Tensor:
+        """``(B, G)`` bool: genes measured by the dataset of each entry of ``dataset_ids``."""
+        return self._observable_mask[torch.as_tensor(np.asarray(dataset_ids), dtype=torch.long)]
+
+    def dense_counts(self, cell_idx) -> np.ndarray:
+        """``(B, G)`` float32 counts of the given global cells (only these rows densified)."""
+        cell_idx = np.asarray(cell_idx, dtype=np.int64)
+        out = np.zeros((len(cell_idx), self.vocab.n_genes), dtype=np.float32)  # (B, G)
+        ds = self.dataset_of_cell[cell_idx]
+        rows = self.row_of_cell[cell_idx]
+        for d in np.unique(ds):
+            sel = np.flatnonzero(ds == d)
+            out[sel] = self.counts[d][rows[sel]].toarray()
+        return out
+
+    def batch(self, cell_idx, *, n_revealed: int, library_size: float = 1e5,
+              generator: torch.Generator | None, gene_weights=None, expressed_only: bool = False) -> dict:
+        """Batch dict for the cells ``cell_idx`` (global indices); see :mod:`tfmkit.data.keys`.
+
+        ``TARGET = log1p(L * counts / library_size_of_cell)`` for every vocabulary gene (0 where
+        unobservable); ``K = min(n_revealed, max #candidates)`` genes revealed per cell among
+        its observable (and, with ``expressed_only``, nonzero) genes, uniformly or with
+        ``gene_weights`` (see :func:`tfmkit.data.masking.sample_revealed`).
+        """
+        cell_idx = np.asarray(cell_idx, dtype=np.int64)
+        if cell_idx.ndim != 1 or (cell_idx.size and (cell_idx.min() < 0 or cell_idx.max() >= self.n_cells)):
+            raise TfmkitError(f"cell indices must be a 1-D array in [0, {self.n_cells}).")
+        counts = torch.from_numpy(self.dense_counts(cell_idx))  # (B, G)
+        lib = torch.from_numpy(self.library_sizes[cell_idx].astype(np.float32))  # (B,)
+        scale = torch.where(lib > 0, library_size / lib.clamp_min(1e-12), torch.zeros_like(lib))  # (B,)
+        target = torch.log1p(counts * scale[:, None])  # (B, G)
+        ds = torch.from_numpy(self.dataset_of_cell[cell_idx])  # (B,)
+        observable = self._observable_mask[ds]  # (B, G)
+        expressed = counts > 0 if expressed_only else None  # (B, G)
+        idx, valid = sample_revealed(observable, n_revealed, generator=generator, weights=gene_weights,
+                                     expressed=expressed)  # (B, K), (B, K)
+        gene_ids = torch.where(valid, idx + GeneVocab.N_SPECIAL, torch.full_like(idx, GeneVocab.PAD))  # (B, K)
+        values = target.gather(1, idx) * valid  # (B, K)
+        revealed = torch.zeros(counts.shape, dtype=torch.int32).scatter_add_(1, idx, valid.int()) > 0  # (B, G)
+        return {
+            keys.GENE_IDS: gene_ids,
+            keys.VALUES: values,
+            keys.PADDING: ~valid,
+            keys.TARGET: target,
+            keys.OBSERVABLE: observable,
+            keys.COUNTS: counts,
+            keys.REVEALED: revealed,
+            keys.LIBRARY_SIZE: lib,
+            keys.DATASET: ds,
+        }
+
+    def split(self, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Random train/validation split of global cell indices, stratified by dataset
+        (``round(val_fraction * n_d)`` validation cells from each dataset). Sorted arrays."""
+        if not 0 <= val_fraction < 1:
+            raise TfmkitError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        train, val = [], []
+        for d in range(len(self.names)):
+            cells = np.flatnonzero(self.dataset_of_cell == d)
+            perm = np.random.default_rng([seed, d]).permutation(cells)
+            n_val = int(round(val_fraction * len(cells)))
+            val.append(perm[:n_val])
+            train.append(perm[n_val:])
+        return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    s = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return int(s[0]) << 31 | int(s[1]) >> 1
+
+
+class CorpusBatches(Dataset):
+    """Map-style dataset whose item ``global_step`` is a whole batch dict.
+
+    Epoch ``e`` visits ``cell_indices`` in the order ``np.random.default_rng([seed, e])
+    .permutation`` (identity when ``shuffle=False``); rank ``r`` of ``world_size`` takes
+    ``perm[r::world_size]`` truncated to equal length. Step ``s`` is batch ``s %
+    steps_per_epoch`` of epoch ``s // steps_per_epoch``, and its masking generator is seeded
+    from ``(seed, s, rank)``: any step is reproducible on its own, so resuming at
+    ``start_step`` gives exactly the batches of an uninterrupted run.
+    """
+
+    def __init__(self, corpus: Corpus, cell_indices, *, batch_size: int, n_revealed: int, seed: int,
+                 library_size: float = 1e5, gene_weights=None, expressed_only: bool = False,
+                 shuffle: bool = True, drop_last: bool = True, rank: int = 0, world_size: int = 1):
+        if seed < 0:
+            raise TfmkitError(f"seed must be non-negative, got {seed}.")
+        if not 0 <= rank < world_size:
+            raise TfmkitError(f"rank {rank} must be in [0, world_size={world_size}).")
+        if batch_size < 1:
+            raise TfmkitError(f"batch_size must be >= 1, got {batch_size}.")
+        self.corpus = corpus
+        self.cell_indices = np.asarray(cell_indices, dtype=np.int64)
+        self.batch_size, self.n_revealed, self.seed = int(batch_size), int(n_revealed), int(seed)
+        self.library_size, self.gene_weights, self.expressed_only = library_size, gene_weights, expressed_only
+        self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
+        self.cells_per_rank = len(self.cell_indices) // world_size
+        n = self.cells_per_rank
+        self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        if self.steps_per_epoch == 0:
+            raise TfmkitError(
+                f"batch_size {batch_size} is larger than the {n} training cells per rank; lower batch_size."
+            )
+        self._epoch_cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        """Steps in one epoch (the loader itself repeats epochs forever)."""
+        return self.steps_per_epoch
+
+    def epoch_cells(self, epoch: int) -> np.ndarray:
+        """This rank's cells of epoch ``epoch`` in visiting order."""
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            cells = self.cell_indices
+            if self.shuffle:
+                cells = cells[np.random.default_rng([self.seed, epoch]).permutation(len(cells))]
+            cells = cells[self.rank::self.world_size][: self.cells_per_rank]
+            self._epoch_cache = (epoch, cells)
+        return self._epoch_cache[1]
+
+    def cells_for_step(self, step: int) -> np.ndarray:
+        """Global cell indices of batch ``step``."""
+        epoch, j = divmod(int(step), self.steps_per_epoch)
+        return self.epoch_cells(epoch)[j * self.batch_size:(j + 1) * self.batch_size]
+
+    def __getitem__(self, step: int) -> dict:
+        gen = torch.Generator().manual_seed(_step_seed(self.seed, int(step), self.rank))
+        out = self.corpus.batch(self.cells_for_step(step), n_revealed=self.n_revealed,
+                                library_size=self.library_size, generator=gen,
+                                gene_weights=self.gene_weights, expressed_only=self.expressed_only)
+        out["step"] = torch.tensor(int(step), dtype=torch.long)  # ()
+        return out
+
+
+class _StepSampler(Sampler):
+    """Yields global steps ``start, start + 1, ...`` forever."""
+
+    def __init__(self, start: int):
+        self.start = int(start)
+
+    def __iter__(self):
+        return itertools.count(self.start)
+
+
+def make_dataloader(corpus: Corpus, cell_indices, *, batch_size: int, n_revealed: int, seed: int,
+                    library_size: float = 1e5, gene_weights=None, expressed_only: bool = False,
+                    shuffle: bool = True, drop_last: bool = True, start_step: int = 0, rank: int = 0,
+                    world_size: int = 1, num_workers: int = 0) -> DataLoader:
+    """Infinite, resumable DataLoader of batch dicts starting at global step ``start_step``.
+
+    Items are whole batches (see :class:`CorpusBatches`); the training loop decides when to
+    stop. The loader's ``dataset.steps_per_epoch`` gives the epoch length. Each batch dict
+    also carries ``"step"`` (its global step, a 0-d int64 tensor).
+    """
+    ds = CorpusBatches(corpus, cell_indices, batch_size=batch_size, n_revealed=n_revealed, seed=seed,
+                       library_size=library_size, gene_weights=gene_weights, expressed_only=expressed_only,
+                       shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world_size)
+    loader = DataLoader(ds, batch_size=None, sampler=_StepSampler(start_step), num_workers=num_workers)
+    loader.steps_per_epoch = ds.steps_per_epoch
+    return loader

@@ -1,0 +1,225 @@
+"""Classification probes on frozen embeddings (TxFM §B.2.3; encodings paper §4.2).
+
+- **Linear** and **2-layer MLP** ``[512, 256]`` (ReLU, dropout 0.5) probes: batch-aware split
+  (whole batches, 75 % train / 25 % test; with < 2 batches a stratified 75/25 split), 20 % of the
+  training cells held out at random for validation, ``StandardScaler`` fit on the training
+  cells, AdamW (weight decay 1e-4), learning-rate grid ``{1e-4, 5e-4, 1e-5}``, batch size 2048
+  (smaller on small training sets so that an epoch has ≥ 8 steps), ``ReduceLROnPlateau`` and
+  early stopping on validation loss. The learning rate is chosen by ``(acc + macro F1) / 2`` on
+  the *validation* cells (never the test cells); test accuracy and macro F1 are reported.
+  The three learning rates are trained together as one batched ensemble (independent weights,
+  one forward pass), which is what keeps this fast on a CPU.
+- **kNN** (``k = 10``) on an 80/20 stratified split (labels with < 2 cells are dropped).
+
+``accuracy = #correct / #test``; ``macro F1 = (1/C) Σ_c 2 P_c R_c / (P_c + R_c)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tfmkit.errors import TfmkitError
+
+LEARNING_RATES = (1e-4, 5e-4, 1e-5)
+WEIGHT_DECAY = 1e-4
+HIDDEN = (512, 256)
+DROPOUT = 0.5
+
+
+def batch_aware_split(labels, batches=None, *, test_size: float = 0.25, val_size: float = 0.2,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, val, test)`` index arrays. Whole batches go to test (``ceil(test_size · B)``
+    of ``B ≥ 2`` batches, seeded); without batches a stratified split. ``val`` is a random
+    ``val_size`` share of the training part."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    n = len(labels)
+    idx = np.arange(n)
+    rng = np.random.default_rng(seed)
+    ub = None if batches is None else np.unique(np.asarray(batches))
+    if ub is not None and len(ub) >= 2:
+        batches = np.asarray(batches)
+        n_test = max(1, math.ceil(test_size * len(ub)))
+        n_test = min(n_test, len(ub) - 1)
+        test_b = rng.choice(ub, n_test, replace=False)
+        is_test = np.isin(batches, test_b)
+        train_all, test = idx[~is_test], idx[is_test]
+    else:
+        counts = np.unique(labels, return_counts=True)[1]
+        strat = labels if counts.min() >= 2 else None
+        train_all, test = train_test_split(idx, test_size=test_size, random_state=seed,
+                                           stratify=strat)
+    perm = rng.permutation(train_all)
+    n_val = max(1, int(round(val_size * len(perm))))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val]), np.sort(test)
+
+
+def _ensemble(kind: str, d_in: int, n_classes: int, n_models: int, seed: int):
+    import torch
+    from torch import nn
+
+    class Ensemble(nn.Module):
+        """``n_models`` independent probes evaluated in one batched forward."""
+
+        def __init__(self):
+            super().__init__()
+            dims = [d_in, *HIDDEN, n_classes] if kind == "mlp" else [d_in, n_classes]
+            self.weights = nn.ParameterList()
+            self.biases = nn.ParameterList()
+            for a, b in zip(dims[:-1], dims[1:]):
+                bound = 1.0 / math.sqrt(a)  # nn.Linear default init
+                self.weights.append(nn.Parameter(torch.empty(n_models, a, b).uniform_(-bound, bound)))
+                self.biases.append(nn.Parameter(torch.empty(n_models, 1, b).uniform_(-bound, bound)))
+            self.drop = nn.Dropout(DROPOUT)
+
+        def forward(self, x):  # x: (B, D) -> (M, B, C)
+            h = x.unsqueeze(0).expand(n_models, -1, -1)  # (M, B, D)
+            last = len(self.weights) - 1
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                h = torch.baddbmm(b, h, w)  # (M, B, H)
+                if i < last:
+                    h = self.drop(torch.relu(h))
+            return h
+
+    torch.manual_seed(seed)
+    return Ensemble()
+
+
+def _scores(y_true, y_pred) -> tuple[float, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return float(accuracy_score(y_true, y_pred)), float(f1_score(y_true, y_pred, average="macro"))
+
+
+def train_probe(X_train, y_train, X_val, y_val, *, kind: str = "linear", lrs=LEARNING_RATES,
+                weight_decay: float = WEIGHT_DECAY, max_epochs: int = 100, patience: int = 10,
+                batch_size: int = 2048, seed: int = 0):
+    """Train one probe per learning rate (batched) with early stopping; returns
+    ``(predict, best_lr)`` where ``predict(X) -> labels`` uses the probe with the best
+    validation ``(acc + macro F1) / 2``. ``y`` are integer class codes."""
+    import torch
+    import torch.nn.functional as F
+
+    if kind not in ("linear", "mlp"):
+        raise TfmkitError(f"probe kind must be 'linear' or 'mlp', not {kind!r}")
+    n_classes = int(max(y_train.max(), y_val.max())) + 1
+    M = len(lrs)
+    Xt = torch.as_tensor(X_train, dtype=torch.float32)
+    yt = torch.as_tensor(y_train, dtype=torch.long)
+    Xv = torch.as_tensor(X_val, dtype=torch.float32)
+    yv = torch.as_tensor(y_val, dtype=torch.long)
+    model = _ensemble(kind, Xt.shape[1], n_classes, M, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=1.0, weight_decay=weight_decay)
+    lr_now = torch.tensor(lrs, dtype=torch.float32)  # (M,) per-model lr, see _step_scaled
+    bs = int(min(batch_size, max(32, math.ceil(len(Xt) / 8))))
+    g = torch.Generator().manual_seed(seed)
+    best_loss = torch.full((M,), float("inf"))
+    best_state = [p.detach().clone() for p in model.parameters()]
+    since_best = torch.zeros(M, dtype=torch.long)
+    plateau = torch.zeros(M, dtype=torch.long)
+    active = torch.ones(M, dtype=torch.bool)
+    for _ in range(max_epochs):
+        model.train()
+        perm = torch.randperm(len(Xt), generator=g)
+        for s in range(0, len(Xt), bs):
+            b = perm[s:s + bs]
+            logits = model(Xt[b])  # (M, B, C)
+            loss = F.cross_entropy(logits.reshape(-1, n_classes), yt[b].repeat(M), reduction="sum")
+            opt.zero_grad(set_to_none=True)
+            (loss / len(b)).backward()
+            _step_scaled(opt, model, lr_now * active)
+        model.eval()
+        with torch.no_grad():
+            lv = model(Xv)  # (M, V, C)
+            vloss = F.cross_entropy(lv.permute(0, 2, 1), yv.expand(M, -1), reduction="none").mean(1)
+        improved = (vloss < best_loss - 1e-6) & active
+        for m in torch.nonzero(improved).flatten().tolist():
+            for bp, p in zip(best_state, model.parameters()):
+                bp[m] = p.detach()[m]
+        best_loss = torch.where(improved, vloss, best_loss)
+        since_best = torch.where(improved, 0, since_best + 1)
+        plateau = torch.where(improved, 0, plateau + 1)
+        cut = plateau >= max(2, patience // 2)  # ReduceLROnPlateau(factor=0.1)
+        lr_now = torch.where(cut, lr_now * 0.1, lr_now)
+        plateau = torch.where(cut, 0, plateau)
+        active &= since_best < patience
+        if not active.any():
+            break
+    with torch.no_grad():
+        for bp, p in zip(best_state, model.parameters()):
+            p.copy_(bp)
+    model.eval()
+
+    def predict_all(X) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.as_tensor(X, dtype=torch.float32)).argmax(-1).numpy()  # (M, N)
+
+    val_pred = predict_all(X_val)
+    sel = [sum(_scores(y_val, val_pred[m])) / 2 for m in range(M)]
+    best = int(np.argmax(sel))
+    return (lambda X: predict_all(X)[best]), float(lrs[best])
+
+
+def _step_scaled(opt, model, lr_per_model):
+    """AdamW step with a per-model learning rate: the optimiser runs at lr 1 and each model's
+    slice of the update (and of the decoupled weight decay) is scaled by its own lr."""
+    import torch
+
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    with torch.no_grad():
+        for p, p0 in zip(params, before):
+            scale = lr_per_model.view(-1, *([1] * (p.dim() - 1)))
+            p.copy_(p0 + (p - p0) * scale)
+
+
+def probe_scores(X, labels, batches=None, *, kind: str = "linear", seed: int = 0,
+                 lrs=LEARNING_RATES, max_epochs: int = 100, patience: int = 10) -> dict[str, float]:
+    """Test ``accuracy`` and ``macro_f1`` of a linear or MLP probe (protocol in module doc),
+    plus the selected ``lr``."""
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(X, dtype=np.float32)
+    codes, uniques = _label_codes(labels, len(X))
+    tr, va, te = batch_aware_split(codes, batches, seed=seed)
+    scaler = StandardScaler().fit(X[tr])
+    Z = scaler.transform(X).astype(np.float32)
+    predict, lr = train_probe(Z[tr], codes[tr], Z[va], codes[va], kind=kind, lrs=lrs,
+                              max_epochs=max_epochs, patience=patience, seed=seed)
+    acc, f1 = _scores(codes[te], predict(Z[te]))
+    return {"accuracy": acc, "macro_f1": f1, "lr": lr}
+
+
+def knn_probe(X, labels, *, k: int = 10, test_size: float = 0.2, seed: int = 0) -> dict[str, float]:
+    """kNN classifier (``k = 10``) on an 80/20 stratified split -> ``accuracy``, ``macro_f1``."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = np.asarray(X, dtype=np.float32)
+    codes, _ = _label_codes(labels, len(X))
+    counts = np.bincount(codes)
+    keep = np.flatnonzero(counts[codes] >= 2)
+    if len(np.unique(codes[keep])) < 2:
+        raise TfmkitError("the kNN probe needs at least two labels with ≥ 2 cells each")
+    tr, te = train_test_split(keep, test_size=test_size, random_state=seed, stratify=codes[keep])
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(tr))).fit(X[tr], codes[tr])
+    acc, f1 = _scores(codes[te], clf.predict(X[te]))
+    return {"accuracy": acc, "macro_f1": f1}
+
+
+def _label_codes(labels, n: int):
+    import pandas as pd
+
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise TfmkitError(f"labels must have one entry per cell ({n}), got shape {labels.shape}")
+    if pd.isna(labels).any():
+        raise TfmkitError("labels contain missing values; drop those cells first")
+    codes, uniques = pd.factorize(labels, sort=True)
+    if len(uniques) < 2:
+        raise TfmkitError("a classification probe needs at least two distinct labels")
+    return codes.astype(np.int64), uniques
