@@ -25,6 +25,8 @@ class DataConfig:
 
     datasets: list[str] = field(default_factory=lambda: ["balf"])
     """Bundled datasets used when no ``--data`` files are given (see ``tfmkit doctor``)."""
+    qc: bool = True
+    """Keep only bundled BALF cells passing QC (200-6000 genes, >= 1000 UMIs, < 10% mito)."""
     paths: list[str] = field(default_factory=list)
     """User ``.h5ad`` / 10x ``.h5`` files (raw counts); each file is one dataset/gene panel."""
     layer: str | None = None

@@ -9,14 +9,27 @@ Registries (constructor signatures):
 - ``EXPRESSION_ENCODERS``: ``cls(dim: int, **kwargs)``; ``forward(values (B,K)) -> (B,K,dim)``.
   A class with ``concat = True`` returns ``(B, K, out_dim)`` features that are concatenated to a
   ``dim - out_dim`` gene embedding instead of summed.
+
+Gene encoders: ``learned`` (embedding table), ``pretrained`` (user table gene -> vector through
+an MLP, learned rows for genes the table lacks). Expression encoders (values are log1p-normalised):
+``concat`` (TxFM), ``mlp``, ``hard_bin``, ``log_bin``, ``soft_bin``, ``periodic``; every summed
+encoder takes ``zero_token=True`` to give exact zeros their own learned vector (BMFM §2.2.6).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
+from tfmkit.errors import TfmkitError
 from tfmkit.registry import Registry
+
+log = logging.getLogger("tfmkit")
 
 GENE_ENCODERS: Registry = Registry("gene encoder")
 EXPRESSION_ENCODERS: Registry = Registry("expression encoder")
@@ -56,6 +69,314 @@ class ConcatExpression(nn.Module):
         return values.unsqueeze(-1)  # (B, K, 1)
 
 
+def load_gene_table(path: str | Path):
+    """Read a gene -> vector table (CSV, TSV or parquet; first column = gene identifier).
+
+    Returns a ``pandas.DataFrame`` indexed by gene with float columns. Raises
+    :class:`TfmkitError` for a missing file, an unknown format, non-numeric or non-finite
+    values, or duplicate gene identifiers.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise TfmkitError(f"gene table {str(path)!r} does not exist; pass table_path= an existing CSV/TSV/parquet file")
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        try:
+            df = pd.read_parquet(path)
+        except ImportError:
+            raise TfmkitError("reading parquet gene tables needs pyarrow; `pip install pyarrow` or save the table as CSV/TSV") from None
+        if isinstance(df.index, pd.RangeIndex):
+            df = df.set_index(df.columns[0])
+    elif name.endswith((".csv", ".tsv", ".txt", ".tab")):
+        df = pd.read_csv(path, sep="," if name.endswith(".csv") else "\t", index_col=0)
+    else:
+        raise TfmkitError(f"unknown gene table format {path.name!r}; use .csv, .tsv or .parquet (first column = gene)")
+    return _check_gene_table(df, str(path))
+
+
+def _check_gene_table(df, where: str):
+    """Validate a gene table DataFrame (numeric, finite, unique gene index) -> float32 frame."""
+    import pandas as pd
+
+    non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if non_numeric or df.shape[1] == 0:
+        raise TfmkitError(f"gene table {where} must have one gene column then numeric columns; non-numeric: {non_numeric[:5]}")
+    df = df.astype(np.float32)
+    if not np.isfinite(df.to_numpy()).all():
+        raise TfmkitError(f"gene table {where} contains NaN or infinite values; fill or drop those rows")
+    index = df.index.astype(str)
+    dup = index[index.duplicated()].unique()
+    if len(dup):
+        raise TfmkitError(f"gene table {where} has {len(dup)} duplicated genes (e.g. {list(dup[:3])}); keep one row per gene")
+    df.index = index
+    return df
+
+
+@GENE_ENCODERS.register("pretrained")
+class PretrainedGeneEncoder(nn.Module):
+    """External gene vectors through an MLP, learned rows where the table has no entry.
+
+    Encodings paper §3.2 (ESM-2 encoding: ``MLP(E(g))``) with BMFM's partial coverage (§2.2.6):
+    vocabulary genes found in the table use ``MLP(table[g])``; the others (and special tokens)
+    use a learned embedding row. The table is a frozen buffer, saved with the model.
+
+    Parameters
+    ----------
+    n_tokens, dim
+        Vocabulary size (special tokens included) and output width.
+    table_path
+        CSV/TSV/parquet file, first column = gene identifier, other columns = the vector.
+    vocab_genes
+        Vocabulary gene identifiers in token order; token id = ``n_special + index``.
+    n_special
+        Number of special tokens before the genes (PAD, CLS, MASK, PERT).
+    table
+        Alternatively a ``pandas.DataFrame`` (index = gene) instead of ``table_path``.
+    table_dim
+        Width of the table when rebuilding from a checkpoint without the file (the buffer is
+        then filled by ``load_state_dict``).
+    hidden_dim
+        MLP hidden width (default ``dim``).
+    padding_idx
+        Token id of PAD (a zero learned row), or ``None``.
+
+    Attributes
+    ----------
+    coverage
+        ``dict(n_genes, n_covered, fraction, missing_examples)`` (also logged at INFO level).
+    """
+
+    def __init__(
+        self,
+        n_tokens: int,
+        dim: int,
+        table_path: str | None = None,
+        vocab_genes: list[str] | None = None,
+        n_special: int = 4,
+        table=None,
+        table_dim: int | None = None,
+        hidden_dim: int | None = None,
+        padding_idx: int | None = 0,
+    ) -> None:
+        super().__init__()
+        if table_path is not None or table is not None:
+            df = load_gene_table(table_path) if table is None else _check_gene_table(table, "(DataFrame)")
+            if vocab_genes is None:
+                raise TfmkitError("the 'pretrained' gene encoder needs vocab_genes (the vocabulary gene list in token order)")
+            vocab_genes = [str(g) for g in vocab_genes]
+            if n_special + len(vocab_genes) > n_tokens:
+                raise TfmkitError(f"n_special + len(vocab_genes) = {n_special + len(vocab_genes)} exceeds n_tokens = {n_tokens}; pass the model's vocabulary")
+            vectors, covered, missing = self._match(df, vocab_genes, n_tokens, n_special)
+            if not covered.any():
+                raise TfmkitError(
+                    f"none of the {len(vocab_genes)} vocabulary genes is in the gene table (table ids look like {list(df.index[:3])}, "
+                    f"vocabulary like {vocab_genes[:3]}); use the same identifier type (symbols vs Ensembl)"
+                )
+            n_cov = int(covered.sum())
+            self.coverage = dict(n_genes=len(vocab_genes), n_covered=n_cov, fraction=n_cov / max(len(vocab_genes), 1),
+                                 missing_examples=missing[:5])
+            log.info("pretrained gene table covers %d/%d vocabulary genes (%.1f%%); missing e.g. %s",
+                     n_cov, len(vocab_genes), 100 * self.coverage["fraction"], missing[:5])
+        elif table_dim is not None:
+            vectors = torch.zeros(n_tokens, int(table_dim))
+            covered = torch.zeros(n_tokens, dtype=torch.bool)
+            self.coverage = None  # restored from the state dict
+        else:
+            raise TfmkitError("the 'pretrained' gene encoder needs table_path= (CSV/TSV/parquet gene -> vector table)")
+        self.register_buffer("table", vectors)  # (n_tokens, p) zero rows where not covered
+        self.register_buffer("covered", covered)  # (n_tokens,) bool
+        hidden = hidden_dim or dim
+        self.mlp = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.fallback = LearnedGeneEncoder(n_tokens, dim, padding_idx=padding_idx)
+
+    @staticmethod
+    def _match(df, vocab_genes: list[str], n_tokens: int, n_special: int):
+        """Rows of ``df`` for each vocabulary gene: exact id, then case-insensitive."""
+        exact = {g: i for i, g in enumerate(df.index)}
+        upper: dict[str, int] = {}
+        for i, g in enumerate(df.index):
+            upper.setdefault(g.upper(), i)
+        values = df.to_numpy()
+        vectors = torch.zeros(n_tokens, values.shape[1])
+        covered = torch.zeros(n_tokens, dtype=torch.bool)
+        rows, toks, missing = [], [], []
+        for j, g in enumerate(vocab_genes):
+            i = exact.get(g, upper.get(g.upper()))
+            if i is None:
+                missing.append(g)
+            else:
+                rows.append(i)
+                toks.append(n_special + j)
+        if rows:
+            vectors[toks] = torch.from_numpy(values[rows])
+            covered[toks] = True
+        return vectors, covered, missing
+
+    def forward(self, gene_ids: torch.Tensor) -> torch.Tensor:
+        learned = self.fallback(gene_ids)  # (B, K, dim)
+        pre = self.mlp(self.table[gene_ids])  # (B, K, dim)
+        return torch.where(self.covered[gene_ids].unsqueeze(-1), pre.to(learned.dtype), learned)
+
+    def gene_table(self) -> torch.Tensor:
+        """The ``(n_tokens, dim)`` effective per-token gene vectors."""
+        return self.forward(torch.arange(self.table.shape[0], device=self.table.device))
+
+
+class _SummedExpression(nn.Module):
+    """Base of summed expression encoders: ``(B, K) -> (B, K, dim)``, optional zero token.
+
+    With ``zero_token=True`` a value exactly 0 is mapped to a learned vector ``E_special``
+    instead of the encoder output (BMFM §2.2.6 zero-special token).
+    """
+
+    concat = False
+
+    def __init__(self, dim: int, zero_token: bool = False) -> None:
+        super().__init__()
+        self.zero = nn.Parameter(torch.randn(dim) * 0.02) if zero_token else None
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        out = self.encode(values.float())  # (B, K, dim)
+        if self.zero is not None:
+            out = torch.where((values == 0).unsqueeze(-1), self.zero.to(out.dtype), out)
+        return out
+
+
+@EXPRESSION_ENCODERS.register("mlp")
+class MLPExpression(_SummedExpression):
+    """Raw value MLP (encodings paper eq. 13; BMFM continuous MLP): ``W_n phi(... phi(W_1 x))``."""
+
+    def __init__(self, dim: int, hidden_dim: int | None = None, n_layers: int = 2, zero_token: bool = False) -> None:
+        super().__init__(dim, zero_token)
+        if n_layers < 1:
+            raise TfmkitError(f"mlp expression encoder needs n_layers >= 1, got {n_layers}")
+        hidden = hidden_dim or dim
+        widths = [1] + [hidden] * (n_layers - 1) + [dim]
+        layers: list[nn.Module] = []
+        for i in range(n_layers):
+            layers.append(nn.Linear(widths[i], widths[i + 1]))
+            if i < n_layers - 1:
+                layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers)
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        return self.net(values.unsqueeze(-1))  # (B, K, dim)
+
+
+@EXPRESSION_ENCODERS.register("hard_bin")
+class HardBinExpression(_SummedExpression):
+    """Hard binning (encodings paper eq. 14-15; scGPT): ``Embedding(b)``, zeros -> bin 0.
+
+    With ``edges`` (increasing, ``n_bins - 2`` boundaries) a nonzero value gets
+    ``b = 1 + #{edges <= x}``. Without, per-cell quantile bins of the nonzero values:
+    ``b = 1 + floor((n_bins - 1) * r / n)``, ``r`` = number of nonzero values of the cell
+    strictly below ``x``, ``n`` = number of nonzero values (ties share a bin).
+    """
+
+    def __init__(self, dim: int, n_bins: int = 51, edges: list[float] | None = None, zero_token: bool = False) -> None:
+        super().__init__(dim, zero_token)
+        if n_bins < 2:
+            raise TfmkitError(f"hard_bin needs n_bins >= 2 (bin 0 is for zeros), got {n_bins}")
+        if edges is not None:
+            edges_t = torch.as_tensor(edges, dtype=torch.float32)
+            if edges_t.numel() != n_bins - 2 or (edges_t.numel() > 1 and not bool((edges_t[1:] > edges_t[:-1]).all())):
+                raise TfmkitError(f"hard_bin edges must be {n_bins - 2} increasing values for n_bins={n_bins}")
+            self.register_buffer("edges", edges_t)
+        else:
+            self.edges = None
+        self.n_bins = n_bins
+        self.embedding = nn.Embedding(n_bins, dim)
+
+    def bins(self, values: torch.Tensor) -> torch.Tensor:
+        """Bin index ``(B, K)`` int64 of every value."""
+        nz = values > 0  # (B, K)
+        if self.edges is not None:
+            b = 1 + torch.bucketize(values, self.edges, right=True)  # (B, K)
+        else:
+            srt = torch.sort(values, dim=-1).values  # (B, K)
+            below = torch.searchsorted(srt.contiguous(), values.contiguous(), right=False)  # (B, K) #values < x
+            n_zero = (~nz).sum(-1, keepdim=True)  # (B, 1) zeros (and negatives) sort first
+            rank = (below - n_zero).clamp_min(0)
+            n = nz.sum(-1, keepdim=True).clamp_min(1)
+            b = 1 + torch.div(rank * (self.n_bins - 1), n, rounding_mode="floor")
+        return torch.where(nz, b.clamp_max(self.n_bins - 1), 0)
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.bins(values))  # (B, K, dim)
+
+
+@EXPRESSION_ENCODERS.register("log_bin")
+class LogBinExpression(_SummedExpression):
+    """Log2 binning (encodings paper eq. 16-17): ``b = min(floor(log2(c + 1)), B_max)``.
+
+    ``c`` is the normalised count: with ``input="log1p"`` (default; values are ``log1p(c)``)
+    this is ``floor(x / ln 2)``; with ``input="counts"`` values are used as ``c`` directly.
+    """
+
+    def __init__(self, dim: int, max_bin: int = 16, input: str = "log1p", zero_token: bool = False) -> None:
+        super().__init__(dim, zero_token)
+        if input not in ("log1p", "counts"):
+            raise TfmkitError(f"log_bin input must be 'log1p' or 'counts', got {input!r}")
+        self.max_bin, self.input = int(max_bin), input
+        self.embedding = nn.Embedding(self.max_bin + 1, dim)
+
+    def bins(self, values: torch.Tensor) -> torch.Tensor:
+        """Bin index ``(B, K)`` int64."""
+        x = values.clamp_min(0)
+        log2 = x / math.log(2.0) if self.input == "log1p" else torch.log2(x + 1.0)
+        return torch.floor(log2 + 1e-6).long().clamp(0, self.max_bin)  # 1e-6: exact powers of 2
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.bins(values))  # (B, K, dim)
+
+
+@EXPRESSION_ENCODERS.register("soft_bin")
+class SoftBinExpression(_SummedExpression):
+    """Soft binning (encodings paper eq. 18): ``alpha = softmax(W2 LeakyReLU(W1 x))`` over
+    ``n_bins`` bins, then a soft lookup ``alpha @ T`` in a learned ``(n_bins, dim)`` table."""
+
+    def __init__(self, dim: int, n_bins: int = 10, hidden_dim: int | None = None, zero_token: bool = False) -> None:
+        super().__init__(dim, zero_token)
+        hidden = hidden_dim or n_bins
+        self.w1 = nn.Linear(1, hidden)
+        self.w2 = nn.Linear(hidden, n_bins)
+        self.act = nn.LeakyReLU(0.1)
+        self.table = nn.Parameter(torch.randn(n_bins, dim) * 0.02)
+
+    def weights(self, values: torch.Tensor) -> torch.Tensor:
+        """Bin weights ``alpha`` (B, K, n_bins), rows summing to 1."""
+        return torch.softmax(self.w2(self.act(self.w1(values.unsqueeze(-1)))), dim=-1)
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        return self.weights(values) @ self.table  # (B, K, dim)
+
+
+@EXPRESSION_ENCODERS.register("periodic")
+class PeriodicExpression(_SummedExpression):
+    """Periodic encoding (BMFM §2.2.6): ``v = 2 pi c x``, ``f = [sin v ; cos v]`` with trainable
+    frequencies ``c`` (``n_freq``, init ``N(0, sigma^2)``), then ``W2 ReLU(W1 f + b1) + b2``."""
+
+    def __init__(self, dim: int, n_freq: int = 16, sigma: float = 1.0, hidden_dim: int | None = None,
+                 zero_token: bool = False) -> None:
+        super().__init__(dim, zero_token)
+        self.freq = nn.Parameter(torch.randn(n_freq) * sigma)
+        hidden = hidden_dim or dim
+        self.proj = nn.Sequential(nn.Linear(2 * n_freq, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def features(self, values: torch.Tensor) -> torch.Tensor:
+        """``[sin(2 pi c x) ; cos(2 pi c x)]`` (B, K, 2 n_freq)."""
+        v = 2 * math.pi * self.freq * values.unsqueeze(-1)  # (B, K, n_freq)
+        return torch.cat([torch.sin(v), torch.cos(v)], dim=-1)
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(values))  # (B, K, dim)
+
+
 class TokenEmbedding(nn.Module):
     """Gene encoding (+ or ;) expression encoding -> ``(B, K, dim)`` tokens.
 
@@ -79,13 +400,24 @@ class TokenEmbedding(nn.Module):
         expression_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
+        for reg, name in ((GENE_ENCODERS, gene_encoder), (EXPRESSION_ENCODERS, expression_encoder)):
+            if name not in reg:
+                raise TfmkitError(f"unknown {reg.kind} {name!r}; choose one of: {', '.join(reg.names())}")
         expr_cls = EXPRESSION_ENCODERS.get(expression_encoder)
         self.concat = bool(getattr(expr_cls, "concat", False))
         gene_dim = dim - expr_cls.out_dim if self.concat else dim
-        self.gene = GENE_ENCODERS.get(gene_encoder)(n_tokens, gene_dim, **(gene_kwargs or {}))
-        self.expression = expr_cls(dim, **(expression_kwargs or {}))
+        self.gene = _build(GENE_ENCODERS.get(gene_encoder), gene_encoder, n_tokens, gene_dim, **(gene_kwargs or {}))
+        self.expression = _build(expr_cls, expression_encoder, dim, **(expression_kwargs or {}))
 
     def forward(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         g = self.gene(gene_ids)  # (B, K, d or d-1)
         e = self.expression(values)  # (B, K, d or 1)
         return torch.cat([g, e.to(g.dtype)], dim=-1) if self.concat else g + e  # (B, K, d)
+
+
+def _build(cls, name: str, *args, **kwargs) -> nn.Module:
+    """Instantiate a registered encoder; a bad keyword becomes a one-line :class:`TfmkitError`."""
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as err:
+        raise TfmkitError(f"bad options for encoder {name!r}: {err}") from None

@@ -48,13 +48,13 @@ def _as_model(model):
     return load_model(model) if not isinstance(model, torch.nn.Module) else model
 
 
-def _corpus_for(adata, model, layer=None):
+def _corpus_for(adata, model, layer=None, library_key=None):
     """Align ``adata`` to the model vocabulary as a one-dataset sparse corpus."""
     from tfmkit.data.corpus import Corpus
 
     if model.vocab is None:
         raise TfmkitError("the model has no gene vocabulary attached; load it with tfmkit.load_model")
-    return Corpus.from_adata_for_inference(adata, model.vocab, layer=layer)
+    return Corpus.from_adata_for_inference(adata, model.vocab, layer=layer, library_key=library_key)
 
 
 def _batches(corpus, model, *, n_revealed, batch_size, seed, view):
@@ -77,11 +77,13 @@ def _device_of(model) -> torch.device:
 @torch.no_grad()
 def embed(adata, model, *, key: str = DEFAULT_KEY, n_revealed: int | None = None,
           n_views: int = 1, batch_size: int = 64, seed: int = 0, layer: str | None = None,
-          progress: bool = False, copy: bool = False):
+          library_key: str | None = None, progress: bool = False, copy: bool = False):
     """CLS embedding of every cell (TxFM ``e``) into ``adata.obsm[key]``.
 
     Each cell reveals ``n_revealed`` observable genes (default: the model's training ``K``),
     sampled with a fixed ``seed``; ``n_views > 1`` averages the CLS over independent maskings.
+    ``library_key`` names an ``obs`` column of per-cell total counts, for inputs that keep only a
+    gene subset (e.g. pbmc68k's 765 genes with ``n_counts`` from the full transcriptome).
 
     Keys written: ``.obsm[key]`` (cells x d float32), ``.uns['tfmkit']`` (provenance: model
     path, preset, training step, K, views, seed, genes used). ``.var``/``.X`` are untouched.
@@ -89,7 +91,7 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, n_revealed: int | None = None
     """
     model = _as_model(model)
     adata = adata.copy() if copy else adata
-    corpus = _corpus_for(adata, model, layer)
+    corpus = _corpus_for(adata, model, layer, library_key)
     device = _device_of(model)
     was_training = model.training
     model.eval()
@@ -144,7 +146,7 @@ def gene_embeddings(model, kind: str = "encoder") -> pd.DataFrame:
 
 @torch.no_grad()
 def reconstruct(adata, model, *, n_revealed: int | None = None, seed: int = 0,
-                batch_size: int = 64, layer: str | None = None) -> dict:
+                batch_size: int = 64, layer: str | None = None, library_key: str | None = None) -> dict:
     """Predict every vocabulary gene of every cell from ``n_revealed`` revealed genes.
 
     Returns numpy arrays over the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions in
@@ -153,7 +155,7 @@ def reconstruct(adata, model, *, n_revealed: int | None = None, seed: int = 0,
     ``genes`` (list). Dense: intended for evaluation subsets, not whole atlases.
     """
     model = _as_model(model)
-    corpus = _corpus_for(adata, model, layer)
+    corpus = _corpus_for(adata, model, layer, library_key)
     device = _device_of(model)
     model.eval()
     parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}

@@ -271,21 +271,23 @@ def _gpl_forward(phi: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor | N
     s_max = int(n_expr.max()) if n_cells else 0
     start = torch.cumsum(n_expr, 0) - n_expr  # (B,)
     # slot in a padded (B, S_max) layout: row * S_max + position within the cell
-    lin = torch.arange(flat.numel(), device=dev) + (rows * s_max - start.index_select(0, rows))
+    offset = torch.arange(n_cells, device=dev) * s_max - start  # (B,)
+    lin = torch.arange(flat.numel(), device=dev) + offset.index_select(0, rows)  # (N,)
     b_pad = torch.zeros(n_cells * s_max, dtype=dt, device=dev)
     b_pad.index_copy_(0, lin, b_src)  # padding adds 0 to every suffix sum
     suffix = b_pad.view(n_cells, s_max).flip(1).cumsum(1).flip(1)  # (B, S) top counts first
     new_block = torch.ones_like(key_sorted, dtype=torch.bool)  # (N,) first gene of each block
     torch.ne(key_sorted[1:], key_sorted[:-1], out=new_block[1:])
-    t_blk = suffix.reshape(-1).index_select(0, lin)  # (N,) T at every position
-    t_start = torch.where(new_block, t_blk, -1.0)  # (N,) T_j at block starts
+    starts = new_block.nonzero().squeeze(1)  # (M,) M = number of expressed blocks (<< N)
+    row_s = rows.index_select(0, starts)  # (M,)
+    t_s = suffix.reshape(-1).index_select(0, lin.index_select(0, starts))  # (M,) T_j, j >= 2
     block_terms = torch.zeros(n_cells, dtype=dt, device=dev).index_add_(
-        0, rows, torch.where(new_block, t_blk - _log1mexp(t_start), 0.0)
+        0, row_s, t_s - _log1mexp(t_s)
     )  # (B,) sum over expressed blocks of T_j - log1mexp(T_j)
     t1 = torch.where(has_zero, t_all, -1.0)  # (B,)
     zero_term = torch.where(has_zero, -_log1mexp(t1), -t_all)  # (B,)
     log_p = sum_a + block_terms + zero_term  # (B,)
-    return log_p, (mask_f, rows, lin, src, new_block, t_start, t1, has_zero, s_max)
+    return log_p, (mask_f, rows, src, new_block, row_s, t_s, t1, has_zero)
 
 
 def _inv_one_minus_exp(t: torch.Tensor) -> torch.Tensor:
@@ -305,22 +307,27 @@ class _GPLFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, phi, counts, mask):  # noqa: D102
         log_p, saved = _gpl_forward(phi, counts, mask)
-        mask_f, rows, lin, src, new_block, t_start, t1, has_zero, s_max = saved
-        ctx.s_max = s_max
-        ctx.save_for_backward(phi, mask_f, rows, lin, src, new_block, t_start, t1, has_zero)
+        ctx.save_for_backward(phi, *saved)
         return -log_p
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
-        phi, mask_f, rows, lin, src, new_block, t_start, t1, has_zero = ctx.saved_tensors
-        n_cells, dt = phi.shape[0], phi.dtype
+        phi, mask_f, rows, src, new_block, row_s, t_s, t1, has_zero = ctx.saved_tensors
+        n_cells, dt, dev = phi.shape[0], phi.dtype, phi.device
         theta = torch.neg(phi).sigmoid_()  # (B, V) stopping probability sigmoid(-phi)
         theta_src = theta.view(-1).index_select(0, src)  # (N,)
         base = torch.where(has_zero, _inv_one_minus_exp(t1), 0.0)  # (B,)
-        c_pad = torch.zeros(n_cells * ctx.s_max, dtype=dt, device=phi.device)
-        c_pad.index_copy_(0, lin, torch.where(new_block, _inv_one_minus_exp(t_start), 0.0))
-        extra = c_pad.view(n_cells, ctx.s_max).cumsum(1).view(-1).index_select(0, lin)  # (N,)
+        # per cell, cumulative c(T_j) over its expressed blocks (padded (B, M_max) layout)
+        n_blk = torch.bincount(row_s, minlength=n_cells)  # (B,)
+        m_max = int(n_blk.max()) if n_cells else 0
+        b_off = torch.arange(n_cells, device=dev) * m_max - (torch.cumsum(n_blk, 0) - n_blk)  # (B,)
+        blin = torch.arange(row_s.numel(), device=dev) + b_off.index_select(0, row_s)  # (M,)
+        c_pad = torch.zeros(n_cells * m_max, dtype=dt, device=dev)
+        c_pad.index_copy_(0, blin, _inv_one_minus_exp(t_s))
+        cum_c = c_pad.view(n_cells, m_max).cumsum(1).view(-1).index_select(0, blin)  # (M,)
+        block_id = torch.cumsum(new_block, 0) - 1  # (N,) block of each expressed gene
+        extra = cum_c.index_select(0, block_id)  # (N,) sum of c over blocks whose R_j holds it
         g = grad_out.to(dt)  # (B,)
         # d(-log P)/dphi_g = g * (1 - dlogP/db_g * theta_g): per-cell part, then expressed genes
         grad = theta.mul_((-g * base).unsqueeze(1)).add_(g.unsqueeze(1))  # (B, V) in place
@@ -364,8 +371,9 @@ def gpl_nll(
     counts
         ``(B, V)`` non-negative counts (int or float); only their order matters.
     mask
-        ``(B, V)`` bool, True for genes measured in the cell; others are left out of the ranking.
-        ``None`` = all genes observable. A cell with no observable gene has loss 0.
+        ``(B, V)`` bool, True for genes measured in the cell; others are left out of the ranking
+        (their logits must be finite; their gradient is 0). ``None`` = all genes observable.
+        A cell with no observable gene has loss 0.
     """
     if logits.ndim != 2 or counts.shape != logits.shape:
         raise ValueError(

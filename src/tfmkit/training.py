@@ -63,7 +63,7 @@ def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
         else:
             from tfmkit.datasets import load_corpus as load_bundled
 
-            adatas = load_bundled(tuple(cfg.data.datasets))
+            adatas = load_bundled(tuple(cfg.data.datasets), qc=cfg.data.qc)
     return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells)
 
 
