@@ -113,7 +113,9 @@ def test_nb_dispersion_learned_reduces_to_geometric_and_l2():
     loss = crit(out, batch)  # r = 1 at init: Geometric, and zero penalty
     torch.testing.assert_close(loss, geometric_count_nll(out["logits"], batch[K.COUNTS], obs))
     loss.sum().backward()
-    assert torch.isfinite(crit.log_dispersion.grad).all() and crit.log_dispersion.grad.abs().sum() > 0
+    assert (
+        torch.isfinite(crit.log_dispersion.grad).all() and crit.log_dispersion.grad.abs().sum() > 0
+    )
     with torch.no_grad():
         crit.log_dispersion.fill_(math.log(2.0))
     ref = nb_nll(out["logits"], batch[K.COUNTS], torch.full((G,), 2.0), obs) + 0.01
@@ -157,7 +159,9 @@ def test_bad_configuration_errors(kwargs, match):
 def test_bad_inputs_errors():
     out, batch = _fake(6)
     with pytest.raises(TfmkitError, match="wced_expressed"):
-        build_criterion("wced_loss", n_genes=G)({"logits": out["logits"], "pred": out["pred"]}, batch)
+        build_criterion("wced_loss", n_genes=G)(
+            {"logits": out["logits"], "pred": out["pred"]}, batch
+        )
     no_counts = {k: v for k, v in batch.items() if k != K.COUNTS}
     with pytest.raises(TfmkitError, match="counts"):
         build_criterion("gpl_nll", n_genes=G)(out, no_counts)
@@ -168,8 +172,17 @@ def test_bad_inputs_errors():
         build_criterion("mse", n_genes=G, loss_on="masked")(out, no_rev)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster (and steadier on a loaded 2-core box) on one intra-op thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("name", ["gpl_nll", "nb_nll", "poisson_nll"])
-def test_trains_a_tiny_txfm(name):
+def test_trains_a_tiny_txfm(name, one_thread):
     """A TxFM (CLS decoder) trained a few steps with GPL / NB / Poisson lowers its loss."""
     models = pytest.importorskip("tfmkit.models")
     torch.manual_seed(0)
@@ -184,8 +197,13 @@ def test_trains_a_tiny_txfm(name):
     gene_ids = torch.stack([torch.randperm(n_genes)[:k] for _ in range(16)])  # (16, k)
     values = target.gather(1, gene_ids)
     revealed = torch.zeros(16, n_genes, dtype=torch.bool).scatter_(1, gene_ids, True)
-    batch = {K.COUNTS: counts, K.TARGET: target, K.OBSERVABLE: torch.ones_like(revealed),
-             K.REVEALED: revealed, K.LIBRARY_SIZE: lib}
+    batch = {
+        K.COUNTS: counts,
+        K.TARGET: target,
+        K.OBSERVABLE: torch.ones_like(revealed),
+        K.REVEALED: revealed,
+        K.LIBRARY_SIZE: lib,
+    }
     losses = []
     for _ in range(25):
         out = model(gene_ids + 4, values)

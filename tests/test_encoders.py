@@ -45,7 +45,11 @@ def vocab(pbmc_table):
 
 
 def _gene_kwargs(name, pbmc_table, vocab):
-    return dict(table=pbmc_table, vocab_genes=vocab, n_special=N_SPECIAL) if name == "pretrained" else {}
+    return (
+        dict(table=pbmc_table, vocab_genes=vocab, n_special=N_SPECIAL)
+        if name == "pretrained"
+        else {}
+    )
 
 
 def _values(seed=0):
@@ -87,7 +91,9 @@ def test_expression_encoders_shape_grad(name):
 @pytest.mark.parametrize("gene", GENE_ENCODERS.names())
 def test_token_embedding_every_combination(gene, expr, pbmc_table, vocab):
     n_tokens = N_SPECIAL + len(vocab)
-    emb = TokenEmbedding(n_tokens, DIM, gene, expr, gene_kwargs=_gene_kwargs(gene, pbmc_table, vocab))
+    emb = TokenEmbedding(
+        n_tokens, DIM, gene, expr, gene_kwargs=_gene_kwargs(gene, pbmc_table, vocab)
+    )
     ids = torch.randint(N_SPECIAL, n_tokens, (B, K))
     out = emb(ids, _values())
     assert out.shape == (B, K, DIM) and torch.isfinite(out).all()
@@ -135,7 +141,9 @@ def test_hard_bin_edges_and_quantiles():
     got = q.bins(torch.from_numpy(x)).numpy()
     for r in range(5):
         nz = np.sort(x[r][x[r] > 0])
-        ref = np.where(x[r] > 0, 1 + (4 * np.searchsorted(nz, x[r], side="left")) // max(len(nz), 1), 0)
+        ref = np.where(
+            x[r] > 0, 1 + (4 * np.searchsorted(nz, x[r], side="left")) // max(len(nz), 1), 0
+        )
         np.testing.assert_array_equal(got[r], ref)
 
 
@@ -168,14 +176,16 @@ def test_pretrained_partial_coverage(pbmc_table, vocab, tmp_path, caplog):
     assert enc.coverage["n_covered"] == 20 and enc.coverage["fraction"] == pytest.approx(2 / 3)
     assert enc.coverage["missing_examples"][0] == "NOT_A_GENE_0"
     covered = torch.zeros(n_tokens, dtype=torch.bool)
-    covered[N_SPECIAL:N_SPECIAL + 20] = True
+    covered[N_SPECIAL : N_SPECIAL + 20] = True
     assert torch.equal(enc.covered, covered)
     # covered tokens: MLP(table row) of the right gene (case-insensitive match for vocab[3])
     tok = torch.tensor([[N_SPECIAL + 3, N_SPECIAL + 25, 0]])
     out = enc(tok)
     row = torch.tensor(pbmc_table.iloc[3].to_numpy(), dtype=torch.float32)
     torch.testing.assert_close(out[0, 0], enc.mlp(row))
-    torch.testing.assert_close(out[0, 1], enc.fallback.embedding.weight[N_SPECIAL + 25])  # learned row
+    torch.testing.assert_close(
+        out[0, 1], enc.fallback.embedding.weight[N_SPECIAL + 25]
+    )  # learned row
     assert torch.all(out[0, 2] == 0)  # PAD
     # CSV gives the same table; the buffer travels in the state dict
     csv = tmp_path / "genes.csv"
@@ -212,7 +222,9 @@ def test_pretrained_and_encoder_errors(pbmc_table, vocab, tmp_path):
     with pytest.raises(TfmkitError, match="exceeds"):
         PretrainedGeneEncoder(5, DIM, table=pbmc_table, vocab_genes=vocab)
     with pytest.raises(TfmkitError, match="none of the"):
-        PretrainedGeneEncoder(n_tokens, DIM, table=pbmc_table, vocab_genes=[f"ENSG{i}" for i in range(30)])
+        PretrainedGeneEncoder(
+            n_tokens, DIM, table=pbmc_table, vocab_genes=[f"ENSG{i}" for i in range(30)]
+        )
     with pytest.raises(TfmkitError, match="table_path"):
         PretrainedGeneEncoder(n_tokens, DIM)
     with pytest.raises(TfmkitError, match="unknown expression encoder"):

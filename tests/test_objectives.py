@@ -34,7 +34,9 @@ def test_activations_shape_and_grad(name):
 def test_activation_closed_forms():
     z = torch.linspace(-30, 30, 61, dtype=D)
     L = 1e4
-    assert torch.allclose(O.rectified_tanh(z, L), math.log(L + 1) * torch.clamp(torch.tanh(z / (4 * math.e)), min=0))
+    assert torch.allclose(
+        O.rectified_tanh(z, L), math.log(L + 1) * torch.clamp(torch.tanh(z / (4 * math.e)), min=0)
+    )
     assert O.rectified_tanh(z, L).max() < math.log(L + 1)
     assert torch.equal(O.relu(z), torch.where(z > 0, z, torch.zeros_like(z)))
     cr = O.clamped_relu(z, L)
@@ -47,11 +49,16 @@ def test_activation_closed_forms():
 # --------------------------------------------------------------------------- log1p-space losses
 def test_poisson_mse_smoothl1_closed_forms():
     gen = torch.Generator().manual_seed(0)
-    pred, target = torch.rand(3, 20, generator=gen, dtype=D) * 5, torch.rand(3, 20, generator=gen, dtype=D) * 5
+    pred, target = (
+        torch.rand(3, 20, generator=gen, dtype=D) * 5,
+        torch.rand(3, 20, generator=gen, dtype=D) * 5,
+    )
     mask = torch.rand(3, 20, generator=gen) > 0.5
     for r in range(3):
         p, t = pred[r, mask[r]], target[r, mask[r]]
-        assert float(O.poisson_nll(pred, target, mask)[r]) == pytest.approx(float((p.exp() - p * t.exp()).mean()))
+        assert float(O.poisson_nll(pred, target, mask)[r]) == pytest.approx(
+            float((p.exp() - p * t.exp()).mean())
+        )
         assert float(O.mse(pred, target, mask)[r]) == pytest.approx(float(((p - t) ** 2).mean()))
         d = (p - t).abs()
         huber = torch.where(d < 0.5, 0.5 * d**2 / 0.5, d - 0.25).mean()
@@ -97,7 +104,9 @@ def test_proportional_ce_closed_form():
     shifted = O.depth_shift(logits, torch.full((4,), 5000.0), mask.sum(-1))
     torch.testing.assert_close(O.proportional_ce(shifted, counts, mask), got)
     # and it equals torch's soft-label cross_entropy without a mask
-    ref_all = F.cross_entropy(logits[:3], counts[:3] / counts[:3].sum(-1, keepdim=True), reduction="none")
+    ref_all = F.cross_entropy(
+        logits[:3], counts[:3] / counts[:3].sum(-1, keepdim=True), reduction="none"
+    )
     torch.testing.assert_close(O.proportional_ce(logits[:3], counts[:3]), ref_all)
 
 
@@ -111,7 +120,9 @@ def test_depth_shift_and_z_loss():
     torch.testing.assert_close(O.depth_shift(logits, u, v).exp(), logits.exp() * (u / v)[:, None])
     z = O.z_loss(logits, mask, alpha=1e-2)
     for c in range(4):
-        assert float(z[c]) == pytest.approx(1e-2 * float(torch.logsumexp(logits[c, mask[c]], 0)) ** 2)
+        assert float(z[c]) == pytest.approx(
+            1e-2 * float(torch.logsumexp(logits[c, mask[c]], 0)) ** 2
+        )
     torch.testing.assert_close(O.z_loss(logits), torch.logsumexp(logits, -1) ** 2)
 
 
@@ -119,7 +130,9 @@ def test_wced_loss_closed_form():
     gen = torch.Generator().manual_seed(5)
     e_logit = torch.randn(2, 12, generator=gen, dtype=D)
     value = torch.rand(2, 12, generator=gen, dtype=D) * 3
-    target = torch.rand(2, 12, generator=gen, dtype=D) * 3 * (torch.rand(2, 12, generator=gen) > 0.5)
+    target = (
+        torch.rand(2, 12, generator=gen, dtype=D) * 3 * (torch.rand(2, 12, generator=gen) > 0.5)
+    )
     inp = torch.rand(2, 12, generator=gen) > 0.5
     mask = torch.ones(2, 12, dtype=torch.bool)
     mask[0, :2] = False
@@ -128,7 +141,9 @@ def test_wced_loss_closed_form():
     def part(c, sel):
         bce = F.binary_cross_entropy_with_logits(e_logit[c, sel], (target[c, sel] > 0).to(D))
         nz = sel & (target[c] > 0)
-        mse = ((value[c, nz] - target[c, nz]) ** 2).mean() if nz.any() else torch.tensor(0.0, dtype=D)
+        mse = (
+            ((value[c, nz] - target[c, nz]) ** 2).mean() if nz.any() else torch.tensor(0.0, dtype=D)
+        )
         return bce + mse
 
     for c in range(2):

@@ -28,7 +28,7 @@ def brute_log_p(phi: list[float], counts: list[float]) -> float:
     logsig = lambda x: -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))  # noqa: E731
     total = 0.0
     for j, blk in enumerate(blocks):
-        rest = [i for bl in blocks[j + 1:] for i in bl]
+        rest = [i for bl in blocks[j + 1 :] for i in bl]
         r_j = blk + rest
         total += sum(logsig(-phi[i]) for i in blk)
         total += sum(logsig(phi[i]) for i in rest)
@@ -47,7 +47,9 @@ def race_log_p(phi: list[float], counts: list[float], horizon: int = 4000) -> fl
         if f_prev is None:
             f = p
         else:
-            before = np.concatenate([[0.0], np.cumsum(f_prev)[:-1]])  # previous block strictly earlier
+            before = np.concatenate(
+                [[0.0], np.cumsum(f_prev)[:-1]]
+            )  # previous block strictly earlier
             f = p * before
         f_prev = f
     return float(np.log(f_prev.sum()))
@@ -108,7 +110,7 @@ def _dense_ranks(w: np.ndarray) -> np.ndarray:
     """Row-wise dense rank (ties share a rank, ranks 0..m-1) of an (n, g) integer array."""
     first = np.ones(w.shape, dtype=bool)  # first occurrence of each value in its row
     for j in range(1, w.shape[1]):
-        first[:, j] = ~(w[:, :j] == w[:, j:j + 1]).any(1)
+        first[:, j] = ~(w[:, :j] == w[:, j : j + 1]).any(1)
     return ((w[:, None, :] < w[:, :, None]) & first[:, None, :]).sum(-1)
 
 
@@ -128,7 +130,9 @@ def test_monte_carlo_race():
     se = np.sqrt(p_model * (1 - p_model) / n)
     assert np.all(np.abs(p_emp - p_model) < 5 * se), (p_emp, p_model)
     # and over every observed pattern, the model's probabilities sum to the covered mass
-    p_all = torch.exp(-gpl_nll(torch.tensor(phi).expand(len(uniq), 5), torch.tensor(ranks[idx]))).sum()
+    p_all = torch.exp(
+        -gpl_nll(torch.tensor(phi).expand(len(uniq), 5), torch.tensor(ranks[idx]))
+    ).sum()
     assert float(p_all) == pytest.approx(1.0, abs=5e-3)
 
 
@@ -160,8 +164,8 @@ def test_masked_genes_are_ignored():
     loss = gpl_nll(phi, counts, mask)
     for r in range(2):
         keep = mask[r]
-        ref = gpl_nll(phi[r:r + 1, keep], counts[r:r + 1, keep])
-        torch.testing.assert_close(loss[r:r + 1], ref)
+        ref = gpl_nll(phi[r : r + 1, keep], counts[r : r + 1, keep])
+        torch.testing.assert_close(loss[r : r + 1], ref)
     assert float(loss[2].detach()) == 0.0
     loss.sum().backward()
     assert torch.all(phi.grad[~mask] == 0)
@@ -176,12 +180,16 @@ def test_masked_genes_are_ignored():
 def test_batch_equals_single_cells_with_ragged_expression():
     g = torch.Generator().manual_seed(3)
     phi = torch.randn(5, 40, generator=g, dtype=D)
-    counts = torch.randint(0, 6, (5, 40), generator=g) * (torch.rand(5, 40, generator=g) < torch.linspace(0.05, 1, 5)[:, None])
+    counts = torch.randint(0, 6, (5, 40), generator=g) * (
+        torch.rand(5, 40, generator=g) < torch.linspace(0.05, 1, 5)[:, None]
+    )
     batched = gpl_nll(phi, counts)
-    single = torch.cat([gpl_nll(phi[r:r + 1], counts[r:r + 1]) for r in range(5)])
+    single = torch.cat([gpl_nll(phi[r : r + 1], counts[r : r + 1]) for r in range(5)])
     torch.testing.assert_close(batched, single)
     for r in range(5):
-        assert float(batched[r]) == pytest.approx(-brute_log_p(phi[r].tolist(), counts[r].tolist()), abs=1e-8)
+        assert float(batched[r]) == pytest.approx(
+            -brute_log_p(phi[r].tolist(), counts[r].tolist()), abs=1e-8
+        )
 
 
 def test_gradcheck_float64():
@@ -195,7 +203,9 @@ def test_gradcheck_float64():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_extreme_logits_finite(dtype):
     g = torch.Generator().manual_seed(5)
-    phi = ((torch.rand(4, 300, generator=g) > 0.5).float() * 100 - 50).to(dtype).requires_grad_(True)
+    phi = (
+        ((torch.rand(4, 300, generator=g) > 0.5).float() * 100 - 50).to(dtype).requires_grad_(True)
+    )
     counts = torch.randint(0, 4, (4, 300), generator=g)
     counts[1] = 0  # all zeros
     counts[2] = torch.arange(300)  # no ties at all
@@ -210,7 +220,9 @@ def test_extreme_logits_finite(dtype):
     out = gpl_nll(p, k)
     out.backward()
     assert torch.isfinite(p.grad).all()
-    assert float(out.detach()) == pytest.approx(float(gpl_nll(p.detach().double(), k)), rel=1e-5, abs=1e-5)
+    assert float(out.detach()) == pytest.approx(
+        float(gpl_nll(p.detach().double(), k)), rel=1e-5, abs=1e-5
+    )
 
 
 def test_float32_matches_float64_at_scale():

@@ -43,6 +43,7 @@ from tfmkit.registry import Registry
 CRITERIA: Registry = Registry("criterion")
 
 LOSS_ON = ("all", "masked")
+COMMON_OPTIONS = ("library_size", "loss_on", "z_loss_weight", "depth_shift")
 
 
 class Criterion(nn.Module):
@@ -104,8 +105,17 @@ class Criterion(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _allowed_kwargs(self) -> set[str]:
-        fixed = {"pred", "target", "logits", "counts", "mask", "dispersion", "expressed_logits",
-                 "value_pred", "input_mask"}
+        fixed = {
+            "pred",
+            "target",
+            "logits",
+            "counts",
+            "mask",
+            "dispersion",
+            "expressed_logits",
+            "value_pred",
+            "input_mask",
+        }
         return set(inspect.signature(self.objective).parameters) - fixed
 
     def _check_kwargs(self, kwargs: dict) -> dict:
@@ -113,7 +123,7 @@ class Criterion(nn.Module):
         if unknown:
             raise TfmkitError(
                 f"unknown option(s) {sorted(unknown)} for objective {self.name!r}; valid: "
-                f"{sorted(self._allowed_kwargs() | {'loss_on', 'z_loss_weight', 'depth_shift', 'library_size'})}"
+                f"{sorted(self._allowed_kwargs() | set(COMMON_OPTIONS))}"
             )
         return dict(kwargs)
 
@@ -172,8 +182,10 @@ class Criterion(nn.Module):
         return loss
 
     def extra_repr(self) -> str:
-        return (f"{self.name}, n_genes={self.n_genes}, loss_on={self.loss_on!r}, "
-                f"z_loss_weight={self.z_loss_weight}, depth_shift={self.s0 is not None}")
+        return (
+            f"{self.name}, n_genes={self.n_genes}, loss_on={self.loss_on!r}, "
+            f"z_loss_weight={self.z_loss_weight}, depth_shift={self.s0 is not None}"
+        )
 
 
 @CRITERIA.register("poisson_nll")
@@ -242,7 +254,8 @@ class WCEDCriterion(Criterion):
         if not all(k in out for k in self.output_keys):
             raise TfmkitError(
                 "objective 'wced_loss' needs a model with a WCED head (outputs 'wced_expressed' "
-                "and 'wced_value'); this model returns " + ", ".join(sorted(out))
+                "and 'wced_value'); this model returns "
+                + ", ".join(sorted(out))
                 + "; pick another train.objective or a WCED model"
             )
         return super().forward(out, batch)
@@ -275,6 +288,11 @@ def build_criterion(
             f"unknown objective {name!r}; choose one of: {', '.join(CRITERIA.names())}"
         )
     return CRITERIA.get(name)(
-        name, n_genes=n_genes, library_size=library_size, loss_on=loss_on,
-        z_loss_weight=z_loss_weight, depth_shift=depth_shift, **kwargs,
+        name,
+        n_genes=n_genes,
+        library_size=library_size,
+        loss_on=loss_on,
+        z_loss_weight=z_loss_weight,
+        depth_shift=depth_shift,
+        **kwargs,
     )

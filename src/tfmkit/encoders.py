@@ -5,7 +5,8 @@ encoding (how much). TxFM uses ``concat``: ``token_i = [E_i ; x_i]`` with a ``d-
 embedding; every other expression encoder is summed with a ``d``-dim gene embedding.
 
 Registries (constructor signatures):
-- ``GENE_ENCODERS``: ``cls(n_tokens: int, dim: int, **kwargs)``; ``forward(gene_ids (B,K)) -> (B,K,dim)``.
+- ``GENE_ENCODERS``: ``cls(n_tokens: int, dim: int, **kwargs)``;
+  ``forward(gene_ids (B,K)) -> (B,K,dim)``.
 - ``EXPRESSION_ENCODERS``: ``cls(dim: int, **kwargs)``; ``forward(values (B,K)) -> (B,K,dim)``.
   A class with ``concat = True`` returns ``(B, K, out_dim)`` features that are concatenated to a
   ``dim - out_dim`` gene embedding instead of summed.
@@ -80,19 +81,28 @@ def load_gene_table(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise TfmkitError(f"gene table {str(path)!r} does not exist; pass table_path= an existing CSV/TSV/parquet file")
+        raise TfmkitError(
+            f"gene table {str(path)!r} does not exist; "
+            "pass table_path= an existing CSV/TSV/parquet file"
+        )
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".parquet") or name.endswith(".pq"):
         try:
             df = pd.read_parquet(path)
         except ImportError:
-            raise TfmkitError("reading parquet gene tables needs pyarrow; `pip install pyarrow` or save the table as CSV/TSV") from None
+            raise TfmkitError(
+                "reading parquet gene tables needs pyarrow; "
+                "`pip install pyarrow` or save the table as CSV/TSV"
+            ) from None
         if isinstance(df.index, pd.RangeIndex):
             df = df.set_index(df.columns[0])
     elif name.endswith((".csv", ".tsv", ".txt", ".tab")):
         df = pd.read_csv(path, sep="," if name.endswith(".csv") else "\t", index_col=0)
     else:
-        raise TfmkitError(f"unknown gene table format {path.name!r}; use .csv, .tsv or .parquet (first column = gene)")
+        raise TfmkitError(
+            f"unknown gene table format {path.name!r}; "
+            "use .csv, .tsv or .parquet (first column = gene)"
+        )
     return _check_gene_table(df, str(path))
 
 
@@ -102,14 +112,22 @@ def _check_gene_table(df, where: str):
 
     non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if non_numeric or df.shape[1] == 0:
-        raise TfmkitError(f"gene table {where} must have one gene column then numeric columns; non-numeric: {non_numeric[:5]}")
+        raise TfmkitError(
+            f"gene table {where} must have one gene column then numeric columns; "
+            f"non-numeric: {non_numeric[:5]}"
+        )
     df = df.astype(np.float32)
     if not np.isfinite(df.to_numpy()).all():
-        raise TfmkitError(f"gene table {where} contains NaN or infinite values; fill or drop those rows")
+        raise TfmkitError(
+            f"gene table {where} contains NaN or infinite values; fill or drop those rows"
+        )
     index = df.index.astype(str)
     dup = index[index.duplicated()].unique()
     if len(dup):
-        raise TfmkitError(f"gene table {where} has {len(dup)} duplicated genes (e.g. {list(dup[:3])}); keep one row per gene")
+        raise TfmkitError(
+            f"gene table {where} has {len(dup)} duplicated genes (e.g. {list(dup[:3])}); "
+            "keep one row per gene"
+        )
     df.index = index
     return df
 
@@ -162,33 +180,58 @@ class PretrainedGeneEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if table_path is not None or table is not None:
-            df = load_gene_table(table_path) if table is None else _check_gene_table(table, "(DataFrame)")
+            df = (
+                load_gene_table(table_path)
+                if table is None
+                else _check_gene_table(table, "(DataFrame)")
+            )
             if vocab_genes is None:
-                raise TfmkitError("the 'pretrained' gene encoder needs vocab_genes (the vocabulary gene list in token order)")
+                raise TfmkitError(
+                    "the 'pretrained' gene encoder needs vocab_genes "
+                    "(the vocabulary gene list in token order)"
+                )
             vocab_genes = [str(g) for g in vocab_genes]
             if n_special + len(vocab_genes) > n_tokens:
-                raise TfmkitError(f"n_special + len(vocab_genes) = {n_special + len(vocab_genes)} exceeds n_tokens = {n_tokens}; pass the model's vocabulary")
+                raise TfmkitError(
+                    f"n_special + len(vocab_genes) = {n_special + len(vocab_genes)} exceeds "
+                    f"n_tokens = {n_tokens}; pass the model's vocabulary"
+                )
             vectors, covered, missing = self._match(df, vocab_genes, n_tokens, n_special)
             if not covered.any():
                 raise TfmkitError(
-                    f"none of the {len(vocab_genes)} vocabulary genes is in the gene table (table ids look like {list(df.index[:3])}, "
-                    f"vocabulary like {vocab_genes[:3]}); use the same identifier type (symbols vs Ensembl)"
+                    f"none of the {len(vocab_genes)} vocabulary genes is in the gene table "
+                    f"(table ids look like {list(df.index[:3])}, vocabulary like "
+                    f"{vocab_genes[:3]}); use the same identifier type (symbols vs Ensembl)"
                 )
             n_cov = int(covered.sum())
-            self.coverage = dict(n_genes=len(vocab_genes), n_covered=n_cov, fraction=n_cov / max(len(vocab_genes), 1),
-                                 missing_examples=missing[:5])
-            log.info("pretrained gene table covers %d/%d vocabulary genes (%.1f%%); missing e.g. %s",
-                     n_cov, len(vocab_genes), 100 * self.coverage["fraction"], missing[:5])
+            self.coverage = dict(
+                n_genes=len(vocab_genes),
+                n_covered=n_cov,
+                fraction=n_cov / max(len(vocab_genes), 1),
+                missing_examples=missing[:5],
+            )
+            log.info(
+                "pretrained gene table covers %d/%d vocabulary genes (%.1f%%); missing e.g. %s",
+                n_cov,
+                len(vocab_genes),
+                100 * self.coverage["fraction"],
+                missing[:5],
+            )
         elif table_dim is not None:
             vectors = torch.zeros(n_tokens, int(table_dim))
             covered = torch.zeros(n_tokens, dtype=torch.bool)
             self.coverage = None  # restored from the state dict
         else:
-            raise TfmkitError("the 'pretrained' gene encoder needs table_path= (CSV/TSV/parquet gene -> vector table)")
+            raise TfmkitError(
+                "the 'pretrained' gene encoder needs table_path= "
+                "(CSV/TSV/parquet gene -> vector table)"
+            )
         self.register_buffer("table", vectors)  # (n_tokens, p) zero rows where not covered
         self.register_buffer("covered", covered)  # (n_tokens,) bool
         hidden = hidden_dim or dim
-        self.mlp = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(vectors.shape[1], hidden), nn.GELU(), nn.Linear(hidden, dim)
+        )
         self.fallback = LearnedGeneEncoder(n_tokens, dim, padding_idx=padding_idx)
 
     @staticmethod
@@ -251,7 +294,9 @@ class _SummedExpression(nn.Module):
 class MLPExpression(_SummedExpression):
     """Raw value MLP (encodings paper eq. 13; BMFM continuous MLP): ``W_n phi(... phi(W_1 x))``."""
 
-    def __init__(self, dim: int, hidden_dim: int | None = None, n_layers: int = 2, zero_token: bool = False) -> None:
+    def __init__(
+        self, dim: int, hidden_dim: int | None = None, n_layers: int = 2, zero_token: bool = False
+    ) -> None:
         super().__init__(dim, zero_token)
         if n_layers < 1:
             raise TfmkitError(f"mlp expression encoder needs n_layers >= 1, got {n_layers}")
@@ -278,14 +323,20 @@ class HardBinExpression(_SummedExpression):
     strictly below ``x``, ``n`` = number of nonzero values (ties share a bin).
     """
 
-    def __init__(self, dim: int, n_bins: int = 51, edges: list[float] | None = None, zero_token: bool = False) -> None:
+    def __init__(
+        self, dim: int, n_bins: int = 51, edges: list[float] | None = None, zero_token: bool = False
+    ) -> None:
         super().__init__(dim, zero_token)
         if n_bins < 2:
             raise TfmkitError(f"hard_bin needs n_bins >= 2 (bin 0 is for zeros), got {n_bins}")
         if edges is not None:
             edges_t = torch.as_tensor(edges, dtype=torch.float32)
-            if edges_t.numel() != n_bins - 2 or (edges_t.numel() > 1 and not bool((edges_t[1:] > edges_t[:-1]).all())):
-                raise TfmkitError(f"hard_bin edges must be {n_bins - 2} increasing values for n_bins={n_bins}")
+            if edges_t.numel() != n_bins - 2 or (
+                edges_t.numel() > 1 and not bool((edges_t[1:] > edges_t[:-1]).all())
+            ):
+                raise TfmkitError(
+                    f"hard_bin edges must be {n_bins - 2} increasing values for n_bins={n_bins}"
+                )
             self.register_buffer("edges", edges_t)
         else:
             self.edges = None
@@ -299,7 +350,9 @@ class HardBinExpression(_SummedExpression):
             b = 1 + torch.bucketize(values, self.edges, right=True)  # (B, K)
         else:
             srt = torch.sort(values, dim=-1).values  # (B, K)
-            below = torch.searchsorted(srt.contiguous(), values.contiguous(), right=False)  # (B, K) #values < x
+            below = torch.searchsorted(
+                srt.contiguous(), values.contiguous(), right=False
+            )  # (B, K) #values < x
             n_zero = (~nz).sum(-1, keepdim=True)  # (B, 1) zeros (and negatives) sort first
             rank = (below - n_zero).clamp_min(0)
             n = nz.sum(-1, keepdim=True).clamp_min(1)
@@ -318,7 +371,9 @@ class LogBinExpression(_SummedExpression):
     this is ``floor(x / ln 2)``; with ``input="counts"`` values are used as ``c`` directly.
     """
 
-    def __init__(self, dim: int, max_bin: int = 16, input: str = "log1p", zero_token: bool = False) -> None:
+    def __init__(
+        self, dim: int, max_bin: int = 16, input: str = "log1p", zero_token: bool = False
+    ) -> None:
         super().__init__(dim, zero_token)
         if input not in ("log1p", "counts"):
             raise TfmkitError(f"log_bin input must be 'log1p' or 'counts', got {input!r}")
@@ -340,7 +395,9 @@ class SoftBinExpression(_SummedExpression):
     """Soft binning (encodings paper eq. 18): ``alpha = softmax(W2 LeakyReLU(W1 x))`` over
     ``n_bins`` bins, then a soft lookup ``alpha @ T`` in a learned ``(n_bins, dim)`` table."""
 
-    def __init__(self, dim: int, n_bins: int = 10, hidden_dim: int | None = None, zero_token: bool = False) -> None:
+    def __init__(
+        self, dim: int, n_bins: int = 10, hidden_dim: int | None = None, zero_token: bool = False
+    ) -> None:
         super().__init__(dim, zero_token)
         hidden = hidden_dim or n_bins
         self.w1 = nn.Linear(1, hidden)
@@ -361,8 +418,14 @@ class PeriodicExpression(_SummedExpression):
     """Periodic encoding (BMFM §2.2.6): ``v = 2 pi c x``, ``f = [sin v ; cos v]`` with trainable
     frequencies ``c`` (``n_freq``, init ``N(0, sigma^2)``), then ``W2 ReLU(W1 f + b1) + b2``."""
 
-    def __init__(self, dim: int, n_freq: int = 16, sigma: float = 1.0, hidden_dim: int | None = None,
-                 zero_token: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        n_freq: int = 16,
+        sigma: float = 1.0,
+        hidden_dim: int | None = None,
+        zero_token: bool = False,
+    ) -> None:
         super().__init__(dim, zero_token)
         self.freq = nn.Parameter(torch.randn(n_freq) * sigma)
         hidden = hidden_dim or dim
@@ -402,11 +465,15 @@ class TokenEmbedding(nn.Module):
         super().__init__()
         for reg, name in ((GENE_ENCODERS, gene_encoder), (EXPRESSION_ENCODERS, expression_encoder)):
             if name not in reg:
-                raise TfmkitError(f"unknown {reg.kind} {name!r}; choose one of: {', '.join(reg.names())}")
+                raise TfmkitError(
+                    f"unknown {reg.kind} {name!r}; choose one of: {', '.join(reg.names())}"
+                )
         expr_cls = EXPRESSION_ENCODERS.get(expression_encoder)
         self.concat = bool(getattr(expr_cls, "concat", False))
         gene_dim = dim - expr_cls.out_dim if self.concat else dim
-        self.gene = _build(GENE_ENCODERS.get(gene_encoder), gene_encoder, n_tokens, gene_dim, **(gene_kwargs or {}))
+        self.gene = _build(
+            GENE_ENCODERS.get(gene_encoder), gene_encoder, n_tokens, gene_dim, **(gene_kwargs or {})
+        )
         self.expression = _build(expr_cls, expression_encoder, dim, **(expression_kwargs or {}))
 
     def forward(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -208,7 +208,9 @@ def depth_shift(
     return _float(logits) + s0 * shift  # (B, G)
 
 
-def z_loss(logits: torch.Tensor, mask: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
+def z_loss(
+    logits: torch.Tensor, mask: torch.Tensor | None = None, alpha: float = 1.0
+) -> torch.Tensor:
     """z-loss (GPL §4.2.4, Chowdhery et al. 2022): ``alpha * (logsumexp_{g in M} phi_g)^2`` -> (B,).
 
     Keeps logits from drifting without bound; ``mask`` restricts the logsumexp to observable genes.
@@ -382,13 +384,18 @@ def gpl_nll(
         )
     if mask is not None:
         if mask.shape != logits.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != logits shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} != logits shape {tuple(logits.shape)}"
+            )
         mask = mask.bool()
     return _GPLFunction.apply(_float(logits).contiguous(), counts.contiguous(), mask)
 
 
 def _wced_part(
-    expressed_logits: torch.Tensor, value_pred: torch.Tensor, target: torch.Tensor, sel: torch.Tensor
+    expressed_logits: torch.Tensor,
+    value_pred: torch.Tensor,
+    target: torch.Tensor,
+    sel: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean BCE over ``sel`` plus MSE over ``sel`` & nonzero target -> ((B,), nonempty (B,))."""
     is_expr = target > 0  # (B, G)

@@ -78,22 +78,32 @@ class TrainingState:
     step: int = 0
 
 
-def build_training(cfg: RunConfig, n_genes: int, device: torch.device) -> TrainingState:
-    """Model, criterion, AdamW and the one-cycle cosine schedule of TxFM §A.1."""
+def build_training(cfg: RunConfig, n_genes: int, device: torch.device, vocab=None) -> TrainingState:
+    """Model, criterion, AdamW and the one-cycle cosine schedule of TxFM §A.1.
+
+    A ``pretrained`` gene encoder is given the vocabulary gene list (``vocab``) so it can match
+    its table rows to token ids.
+    """
+    if cfg.model.gene_encoder == "pretrained" and vocab is not None:
+        cfg.model.gene_encoder_kwargs.setdefault("vocab_genes", list(vocab.genes))
     from tfmkit.criterion import build_criterion
     from tfmkit.models import build_model
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, n_genes).to(device)
+    model.vocab = vocab
     criterion = build_criterion(cfg.train.objective, n_genes=n_genes,
                                 library_size=cfg.model.library_size,
                                 **cfg.train.objective_kwargs).to(device)
     t = cfg.train
     wd = t.weight_decay if t.weight_decay is not None else 1.0 / (t.lr * t.steps)
-    params = list(model.parameters()) + list(criterion.parameters())
-    # fused AdamW (one kernel for all parameters) exists for CPU and CUDA in torch >= 2.4
+    # learned loss parameters (NB dispersion, depth-shift s0) are not decayed towards zero
+    params = [{"params": list(model.parameters())},
+              {"params": list(criterion.parameters()), "weight_decay": 0.0}]
+    # fused kernel on CUDA; on CPU the per-tensor loop measured 3-5x faster than fused/foreach
+    impl = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=wd,
-                                  fused=device.type in ("cpu", "cuda"))
+                                  **impl)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=t.lr, total_steps=max(t.steps, 1), pct_start=t.warmup_frac,
         anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e4,
@@ -178,8 +188,7 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     if corpus is None:
         corpus = load_corpus(cfg, adatas, vocab)
     vocab = corpus.vocab
-    state = build_training(cfg, vocab.n_genes, device)
-    state.model.vocab = vocab
+    state = build_training(cfg, vocab.n_genes, device, vocab)
     if saved is not None:
         state.model.load_state_dict(saved["weights"])
         if saved["criterion"]:

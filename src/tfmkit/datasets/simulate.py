@@ -85,7 +85,7 @@ def _choose_targets(genes, detect, sets, n, min_target_frac, rng):
 
 def simulate_perturbseq(base: ad.AnnData | None = None, *, n_perturbations: int = 50,
                         cells_per_perturbation: int = 50, n_guides: int = 3, n_batches: int = 4,
-                        n_controls: int | None = None, effect_size: float = 0.5,
+                        n_controls: int | None = None, effect_size: float = 1.0,
                         knockdown: tuple[float, float] = (0.1, 0.3), batch_effect: float = 0.2,
                         depth_effect: float = 0.3, profile_mix: float = 0.2,
                         nb_theta: float | None = None, cell_type: str | None = "macrophage",

@@ -17,7 +17,7 @@ normalised away:
 * :func:`align_for_consistency` PCA fit on controls, then per-batch standardisation on controls
   (the alignment used before perturbation consistency, TxFM §B.1).
 
-The inverse square root uses ``numpy.linalg.eigh`` (the matrix is symmetric positive definite)
+PCA and the inverse square root use ``numpy.linalg.eigh`` (the matrix is symmetric positive definite)
 instead of ``scipy.linalg.fractional_matrix_power``, which goes through a Schur decomposition
 and can return a complex array; :func:`tvn` is tested against the scipy function.
 """
@@ -29,6 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tfmkit.errors import TfmkitError
+from tfmkit.evaluation.perturbation.ridge import lapack_threads
 
 TVN_REG = 0.5
 
@@ -87,16 +88,31 @@ def standardize_on_controls(X, batches, is_control) -> np.ndarray:
     return _per_batch(X, batches, is_control, scale=True)
 
 
+def _control_axes(ctrl: np.ndarray) -> np.ndarray:
+    """Principal axes ``(K, D)`` of the centred control matrix ``ctrl`` ``(n_c, D)``, from the
+    eigendecomposition of the smaller of its Gram and covariance matrices (exact PCA, cheaper
+    than an SVD here); near-zero axes dropped, sklearn's sign convention."""
+    ctrl = np.asarray(ctrl, dtype=np.float64)
+    with lapack_threads():
+        if ctrl.shape[0] <= ctrl.shape[1]:
+            w, U = np.linalg.eigh(ctrl @ ctrl.T)  # (n_c, n_c)
+            keep = w > max(w.max(initial=0.0), 1e-300) * 1e-10
+            vt = (ctrl.T @ (U[:, keep] / np.sqrt(w[keep]))).T
+        else:
+            w, V = np.linalg.eigh(ctrl.T @ ctrl)  # (D, D)
+            keep = w > max(w.max(initial=0.0), 1e-300) * 1e-10
+            vt = V[:, keep].T
+    vt = vt[np.argsort(w[keep])[::-1]]
+    # deterministic signs (sklearn's convention): largest-magnitude loading of each axis positive
+    vt *= np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])[:, None]
+    return vt
+
+
 def _pca_on_controls(X: np.ndarray, is_control: np.ndarray, n_components: int | None) -> np.ndarray:
     """Project all cells on the principal axes of the (centred) control cells, all components
     by default (at most ``min(n_controls, D)``)."""
-    ctrl = X[is_control].astype(np.float64)
-    mu = ctrl.mean(axis=0)
-    _, s, vt = np.linalg.svd(ctrl - mu, full_matrices=False)
-    keep = s > s.max(initial=0.0) * 1e-6 if s.size else s.astype(bool)
-    vt = vt[keep]
-    # deterministic signs (sklearn's convention): largest-magnitude loading of each axis positive
-    vt *= np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])[:, None]
+    mu = X[is_control].mean(axis=0, dtype=np.float64)
+    vt = _control_axes(X[is_control] - mu)
     if n_components is not None:
         vt = vt[:n_components]
     return ((X - mu.astype(np.float32)) @ vt.T.astype(np.float32)).astype(np.float32)  # (N, K)
@@ -104,7 +120,8 @@ def _pca_on_controls(X: np.ndarray, is_control: np.ndarray, n_components: int | 
 
 def inv_sqrt_psd(C: np.ndarray) -> np.ndarray:
     """``C^{-1/2}`` of a symmetric positive-definite matrix via its eigendecomposition."""
-    w, V = np.linalg.eigh(np.asarray(C, dtype=np.float64))
+    with lapack_threads():
+        w, V = np.linalg.eigh(np.asarray(C, dtype=np.float64))
     w = np.clip(w, 1e-12, None)
     return (V * (1.0 / np.sqrt(w))) @ V.T
 

@@ -8,7 +8,7 @@ accuracy in percent; the task score is their mean.
   the cells of the held-out batches: ``top-k = mean_n 1[y_n in the k highest scores of x_n]``.
   ``method="ridge"`` (default) is the least-squares one-vs-rest classifier (sklearn's
   ``RidgeClassifier`` decision function, closed form via :class:`BatchRidge` so several splits
-  share one Gram matrix); ``method="logistic"`` is multinomial ``LogisticRegression`` (slow for
+  share one Gram matrix; control cells are fit as one extra, never-scored class); ``method="logistic"`` is multinomial ``LogisticRegression`` (slow for
   thousands of features and hundreds of classes).
 * :func:`knn_retrieval` takes query cells from one half of the batches and retrieves their
   nearest neighbours (cosine) among the perturbed cells of the other half:
@@ -71,8 +71,11 @@ def linear_probe(X, labels, batches, *, test_batches: Sequence | Sequence[Sequen
     code[~ctrl] = y
     if method == "ridge":
         ridge = ridge if ridge is not None else BatchRidge(X, group_codes(batches, ctrl), rel_alpha=rel_alpha)
-        pert = np.flatnonzero(~ctrl)
-        onehot = sp.csr_matrix((np.ones(len(pert), np.float32), (pert, y)), shape=(len(X), len(classes)))
+        # controls form one extra class: the fit then uses the same training cells (and the
+        # same factorisation) as the invertibility decoder; that column is never scored
+        cols = np.where(ctrl, len(classes), code)
+        onehot = sp.csr_matrix((np.ones(len(X), np.float32), (np.arange(len(X)), cols)),
+                               shape=(len(X), len(classes) + 1))
         ridge.add_target("_probe", onehot)
     out = []
     for held in splits:
@@ -85,7 +88,7 @@ def linear_probe(X, labels, batches, *, test_batches: Sequence | Sequence[Sequen
         rows = np.flatnonzero(test & (code >= 0) & seen[np.maximum(code, 0)])
         if method == "ridge":
             train_b = [b for b in np.unique(batches) if b not in set(held)]
-            scores = ridge.predict("_probe", batch_groups(batches, train_b, controls=False), rows)
+            scores = ridge.predict("_probe", batch_groups(batches, train_b), rows)[:, :-1]
             scores[:, ~seen] = -np.inf  # (n_test, C)
         elif method == "logistic":
             from sklearn.linear_model import LogisticRegression

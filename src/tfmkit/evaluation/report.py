@@ -1,0 +1,150 @@
+"""Benchmark results: the long-format table of SPEC §1 and a TxFM-Table-4-style Markdown table.
+
+Long format (one row per embedding × task × metric): columns ``embedding, task, metric, value``
+plus ``std`` and ``n_seeds`` where a value is a mean over repeats (seeds, null draws), and any
+extra columns a benchmark wants to keep. Per-seed rows (a ``seed`` column) are collapsed by
+:func:`aggregate_seeds`.
+
+:func:`format_table` pivots to one row per embedding and one column per ``task / metric``,
+shows ``mean ± std``, and adds the **average rank** column of TxFM Table 4: for every metric
+the embeddings are ranked (1 = best; ties share the average rank; lower-is-better metrics
+named in ``lower_is_better``), ranks are averaged over the metrics an embedding has, and rows
+are sorted by that average. :func:`write_results` writes ``OUT/results.csv`` and
+``OUT/results.md``; both are reused by every ``tfmkit benchmark`` command and the ablation
+runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tfmkit.errors import TfmkitError
+
+LONG_COLUMNS = ["embedding", "task", "metric", "value", "std", "n_seeds"]
+# metric names (or "task/metric") where a smaller value is better
+LOWER_IS_BETTER = frozenset({"poisson_loss", "loss", "mse", "mae", "mae_hvg", "mae_all",
+                             "reconstruction_loss"})
+RANK_COLUMN = "avg rank"
+
+
+def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """Collapse per-seed rows (column ``seed``) to ``value`` = mean, ``std`` (ddof 1; 0 for one
+    seed) and ``n_seeds`` per ``embedding, task, metric``; other frames are returned as is."""
+    _require(df)
+    if "seed" not in df.columns:
+        return df.copy()
+    g = df.groupby(["embedding", "task", "metric"], sort=False, observed=True)["value"]
+    out = g.agg(value="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                n_seeds="count").reset_index()
+    return out[LONG_COLUMNS]
+
+
+def _require(df: pd.DataFrame) -> None:
+    missing = [c for c in ("embedding", "task", "metric", "value") if c not in df.columns]
+    if missing:
+        raise TfmkitError(f"results table lacks column(s) {missing}; expected long format "
+                          f"{LONG_COLUMNS}")
+
+
+def _is_lower_better(task: str, metric: str, lower_is_better) -> bool:
+    return metric in lower_is_better or f"{task}/{metric}" in lower_is_better
+
+
+def average_ranks(df: pd.DataFrame, *, lower_is_better=LOWER_IS_BETTER) -> pd.Series:
+    """Average per-metric rank of every embedding (1 = best), NaN metrics ignored."""
+    df = aggregate_seeds(df)
+    wide = df.pivot_table(index="embedding", columns=["task", "metric"], values="value",
+                          aggfunc="mean", sort=False)
+    ranks = []
+    for task, metric in wide.columns:
+        col = wide[(task, metric)]
+        asc = _is_lower_better(task, metric, lower_is_better)
+        ranks.append(col.rank(ascending=asc, method="average"))
+    if not ranks:
+        return pd.Series(dtype=float)
+    return pd.concat(ranks, axis=1).mean(axis=1)
+
+
+def _fmt(value: float, std: float | None, precision: int) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    s = f"{value:.{precision}f}"
+    if std is not None and np.isfinite(std) and std > 0:
+        s += f" ± {std:.{precision}f}"
+    return s
+
+
+def format_table(df: pd.DataFrame, *, title: str | None = None, precision: int = 3,
+                 lower_is_better=LOWER_IS_BETTER, rank: bool = True) -> str:
+    """Markdown table: one row per embedding, ``avg rank`` first (sorted ascending), then one
+    ``task / metric`` column per metric with ``mean ± std``; best value per column in bold."""
+    df = aggregate_seeds(df)
+    if df.empty:
+        raise TfmkitError("no benchmark results to format")
+    cols = list(dict.fromkeys(zip(df["task"], df["metric"])))
+    embs = list(dict.fromkeys(df["embedding"]))
+    has_std = "std" in df.columns
+    cell = {(r.embedding, r.task, r.metric): (float(r.value),
+                                              float(r.std) if has_std and pd.notna(r.std) else None)
+            for r in df.itertuples(index=False)}
+    ranks = average_ranks(df, lower_is_better=lower_is_better) if rank else None
+    if ranks is not None:
+        embs = sorted(embs, key=lambda e: (np.nan_to_num(ranks.get(e, np.nan), nan=np.inf),
+                                           embs.index(e)))
+    best = {}
+    for task, metric in cols:
+        vals = {e: cell[(e, task, metric)][0] for e in embs if (e, task, metric) in cell
+                and np.isfinite(cell[(e, task, metric)][0])}
+        if vals:
+            pick = min if _is_lower_better(task, metric, lower_is_better) else max
+            best[(task, metric)] = pick(vals.values())
+    header = (["rank"] if rank else []) + ["embedding"] + [
+        f"{t} / {m}{' ↓' if _is_lower_better(t, m, lower_is_better) else ''}" for t, m in cols]
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for e in embs:
+        row = [f"{ranks[e]:.2f}"] if rank else []
+        row.append(str(e))
+        for key in cols:
+            v, s = cell.get((e, *key), (np.nan, None))
+            txt = _fmt(v, s, precision)
+            if key in best and np.isfinite(v) and v == best[key]:
+                txt = f"**{txt}**"
+            row.append(txt)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = False,
+                  precision: int = 3, lower_is_better=LOWER_IS_BETTER, notes: str = "",
+                  ) -> dict:
+    """Write ``out_dir/results.csv`` (long format) and ``out_dir/results.md`` (title, table,
+    optional ``notes``). Refuses to replace existing result files unless ``overwrite``.
+    Returns ``{"csv": path, "md": path, "table": markdown}``."""
+    _require(df)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TfmkitError(f"--out {out} exists and is not a directory; choose another path")
+    csv_path, md_path = out / "results.csv", out / "results.md"
+    existing = [str(p) for p in (csv_path, md_path) if p.exists()]
+    if existing and not overwrite:
+        raise TfmkitError(f"{', '.join(existing)} already exist; pass --overwrite or choose "
+                          "another --out directory")
+    out.mkdir(parents=True, exist_ok=True)
+    df = df.copy()
+    for c in ("std", "n_seeds"):
+        if c not in df.columns:
+            df[c] = np.nan if c == "std" else 1
+    cols = LONG_COLUMNS + [c for c in df.columns if c not in LONG_COLUMNS]
+    df[cols].to_csv(csv_path, index=False)
+    table = format_table(df, precision=precision, lower_is_better=lower_is_better)
+    md = f"# {title}\n\n{table}\n"
+    md += ("Rank: mean over metrics of each embedding's rank (1 = best; ↓ = lower is better). "
+           "Values: mean ± std over seeds.\n")
+    if notes:
+        md += f"\n{notes.strip()}\n"
+    md_path.write_text(md, encoding="utf-8")
+    return {"csv": csv_path, "md": md_path, "table": table}

@@ -1,0 +1,283 @@
+"""AnnData-facing benchmark runners (SPEC §6): each returns the long-format results table.
+
+- :func:`benchmark_celltype` — clustering, batch-integration and probe metrics of
+  ``adata.obsm`` embeddings beside baselines computed on the same cells (TxFM Table 4).
+- :func:`benchmark_genes` — gene-gene relationship recall of a model's encoder tokens and
+  decoder weights, with PCA loadings and a gene-label shuffle as baselines (TxFM §B.3).
+- :func:`benchmark_pretraining` — held-out Poisson loss, full-transcriptome Spearman and binary
+  correctness at given masking rates (GPL §4.5), beside a per-gene mean-profile baseline.
+
+None of them writes to ``adata``. Write the table with :func:`tfmkit.evaluation.report.write_results`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from tfmkit.errors import TfmkitError
+from tfmkit.evaluation import baselines as B
+from tfmkit.evaluation import metrics_celltype as MC
+from tfmkit.evaluation.report import LONG_COLUMNS, aggregate_seeds
+
+DEFAULT_CELLTYPE_BASELINES = ("raw", "lognorm", "hvg5000", "hvg2000", "hvg1024", "pca50",
+                              "pca128", B.RANDOM_LABEL_SHUFFLE)
+PROBES = ("linear", "mlp", "knn")
+DEFAULT_MASK_RATES = (0.5, 0.9)
+
+
+def _progress(enabled: bool, total: int, label: str):
+    if not enabled:
+        return None
+    from rich.progress import Progress
+
+    p = Progress(transient=True)
+    p.add_task(label, total=total)
+    p.start()
+    return p
+
+
+def _counts(adata, layer):
+    X = adata.layers[layer] if layer is not None else adata.X
+    sample = X[: min(adata.n_obs, 500)]
+    vals = sample.data if sp.issparse(sample) else np.asarray(sample).ravel()
+    if vals.size and (np.nanmin(vals) < 0 or np.abs(vals - np.rint(vals)).max() > 1e-6):
+        where = f"layer {layer!r}" if layer else "X"
+        raise TfmkitError(f"baselines need raw integer counts but {where} is not integer-valued; "
+                          "point --layer at raw counts or pass --no-baselines")
+    return X
+
+
+def _obs_column(adata, key: str, what: str) -> np.ndarray:
+    if key not in adata.obs:
+        raise TfmkitError(f"{what} key {key!r} is not in adata.obs (columns: "
+                          f"{', '.join(map(str, adata.obs.columns[:10]))})")
+    col = adata.obs[key]
+    if col.isna().any():
+        raise TfmkitError(f"adata.obs[{key!r}] has {int(col.isna().sum())} missing values; "
+                          "drop or fill those cells first")
+    return col.astype(str).to_numpy()
+
+
+def _baseline_names(names: Sequence[str], n_genes: int) -> list[str]:
+    """Drop ``hvg<N>`` with ``N ≥ n_genes`` (identical to ``lognorm``)."""
+    out = []
+    for n in names:
+        if n.startswith("hvg") and n[3:].isdigit() and int(n[3:]) >= n_genes:
+            continue
+        out.append(n)
+    return out
+
+
+def benchmark_celltype(adata, *, label_key: str, batch_key: str | None = None,
+                       obsm_keys: Sequence[str] = (), baselines: Sequence[str] = DEFAULT_CELLTYPE_BASELINES,
+                       layer: str | None = None, n_cells: int = 10_000, n_seeds: int = 10,
+                       probes: Sequence[str] = PROBES, n_probe_seeds: int = 1,
+                       progress: bool = False) -> pd.DataFrame:
+    """Cell-type / integration benchmark of ``adata.obsm[k]`` for ``k`` in ``obsm_keys``.
+
+    For each seed ``s < n_seeds`` a subset of ``n_cells`` cells is drawn (all cells if fewer);
+    every embedding and baseline is scored on the same subset with
+    :func:`~tfmkit.evaluation.metrics_celltype.celltype_metrics` (Leiden seeded with ``s``),
+    and, for the first ``n_probe_seeds`` seeds, with the ``probes`` (``linear``, ``mlp``,
+    ``knn``; TxFM Table 4 reports probes from one run). Baselines (``raw``, ``lognorm``,
+    ``hvg<N>``, ``pca<N>``, ``random_label_shuffle`` = ``lognorm`` scored against permuted
+    labels) are computed from the raw counts in ``X`` (or ``layer``) of the subset; ``hvg<N>``
+    with ``N`` ≥ the number of genes is skipped. Returns the long table (``embedding, task,
+    metric, value, std, n_seeds``). Reads ``.obs[label_key]``, ``.obs[batch_key]``,
+    ``.obsm[k]``; writes nothing.
+    """
+    if n_seeds < 1 or n_probe_seeds < 0:
+        raise TfmkitError("n_seeds must be ≥ 1 and n_probe_seeds ≥ 0")
+    bad = [p for p in probes if p not in PROBES]
+    if bad:
+        raise TfmkitError(f"unknown probe(s) {bad}; choose from {', '.join(PROBES)}")
+    labels = _obs_column(adata, label_key, "label")
+    batches = _obs_column(adata, batch_key, "batch") if batch_key else None
+    missing = [k for k in obsm_keys if k not in adata.obsm]
+    if missing:
+        raise TfmkitError(f"obsm key(s) {missing} not in adata.obsm (available: "
+                          f"{', '.join(adata.obsm.keys()) or 'none'})")
+    if not obsm_keys and not baselines:
+        raise TfmkitError("nothing to benchmark: give --obsm keys or keep the baselines")
+    base = _baseline_names(baselines, adata.n_vars)
+    shuffle = B.RANDOM_LABEL_SHUFFLE in base
+    base_embs = [b for b in base if b != B.RANDOM_LABEL_SHUFFLE]
+    if shuffle and "lognorm" not in base_embs:
+        base_embs.append("lognorm")
+    counts = _counts(adata, layer) if base_embs else None
+    names = list(obsm_keys) + [b for b in base if b != B.RANDOM_LABEL_SHUFFLE] + (
+        [B.RANDOM_LABEL_SHUFFLE] if shuffle else [])
+    rows: list[dict] = []
+    bar = _progress(progress, n_seeds * len(names), "cell-type benchmark")
+    cache_key, cache = None, {}
+    for seed in range(n_seeds):
+        idx = MC.subsample(adata.n_obs, n_cells, seed)
+        if base_embs and (cache_key is None or len(idx) < adata.n_obs):
+            cache = B.baseline_embeddings(counts[idx], base_embs, seed=seed)
+            cache_key = seed
+        lab, bat = labels[idx], (batches[idx] if batches is not None else None)
+        for name in names:
+            if name == B.RANDOM_LABEL_SHUFFLE:
+                X, y = cache["lognorm"], B.shuffled_labels(lab, seed)
+            elif name in obsm_keys:
+                X, y = np.asarray(adata.obsm[name])[idx], lab
+            else:
+                X, y = cache[name], lab
+            for metric, value in MC.celltype_metrics(X, y, bat, seed=seed).items():
+                rows.append({"embedding": name, "task": MC.METRIC_TASKS[metric],
+                             "metric": metric, "value": value, "seed": seed})
+            if seed < n_probe_seeds:
+                rows += _probe_rows(name, X, y, bat, probes, seed)
+            if bar:
+                bar.advance(bar.task_ids[0])
+    if bar:
+        bar.stop()
+    return aggregate_seeds(pd.DataFrame(rows))
+
+
+def _probe_rows(name, X, y, bat, probes, seed) -> list[dict]:
+    from tfmkit.evaluation import probes as P
+
+    rows = []
+    for kind in probes:
+        res = (P.knn_probe(X, y, seed=seed) if kind == "knn"
+               else P.probe_scores(X, y, bat, kind=kind, seed=seed))
+        for metric in ("accuracy", "macro_f1"):
+            rows.append({"embedding": name, "task": f"{kind}_probe", "metric": metric,
+                         "value": res[metric], "seed": seed})
+    return rows
+
+
+def gene_representations(model, *, adata=None, layer: str | None = None, pca_components: int = 128,
+                         shuffle: bool = True, seed: int = 0) -> dict[str, tuple[pd.DataFrame, int | None]]:
+    """``{name: (genes × dims DataFrame, PCA components for recall)}`` for a model: ``encoder``
+    (32 comps) and ``decoder`` (256) from :func:`tfmkit.inference.gene_embeddings`;
+    ``pca<N>``: gene loadings of an ``N``-component PCA of lognorm ``adata`` over the model's
+    genes (if ``adata`` is given); ``random_label_shuffle``: encoder vectors with gene names
+    permuted (chance control)."""
+    from tfmkit import inference
+
+    from tfmkit.evaluation.gene_recall import PCA_COMPONENTS
+
+    reps = {}
+    for kind in ("encoder", "decoder"):
+        reps[kind] = (inference.gene_embeddings(model, kind=kind), PCA_COMPONENTS[kind])
+    if adata is not None:
+        loadings = pca_loadings(adata, reps["encoder"][0].index, n_components=pca_components,
+                                layer=layer, seed=seed)
+        reps[f"pca{loadings.shape[1]}"] = (loadings, None)
+    if shuffle:
+        enc = reps["encoder"][0]
+        perm = np.random.default_rng(seed).permutation(len(enc))
+        reps[B.RANDOM_LABEL_SHUFFLE] = (pd.DataFrame(enc.to_numpy()[perm], index=enc.index),
+                                        PCA_COMPONENTS["encoder"])
+    return reps
+
+
+def pca_loadings(adata, genes, *, n_components: int = 128, layer: str | None = None,
+                 seed: int = 0) -> pd.DataFrame:
+    """Gene loadings ``(genes, k)`` of a PCA of the lognorm counts of ``adata`` restricted to
+    ``genes`` present in ``adata.var_names`` (the PCA baseline's gene representation)."""
+    from sklearn.decomposition import PCA
+
+    from tfmkit.data.normalize import lognorm
+
+    keep = [g for g in genes if g in set(adata.var_names)]
+    if len(keep) < 3:
+        raise TfmkitError("fewer than 3 model genes are in the data; cannot fit the PCA baseline")
+    X = _counts(adata, layer)[:, adata.var_names.get_indexer(keep)]
+    L = lognorm(X)
+    L = L.toarray() if sp.issparse(L) else np.asarray(L)
+    k = int(min(n_components, L.shape[0] - 1, L.shape[1] - 1))
+    pca = PCA(k, random_state=seed).fit(L)
+    return pd.DataFrame(pca.components_.T, index=pd.Index(keep, name="gene"),
+                        columns=[f"pc{i}" for i in range(k)])
+
+
+def benchmark_genes(model=None, *, representations: dict | None = None, adata=None,
+                    layer: str | None = None, databases=("corum", "hallmark", "canonical_pathways"),
+                    n_null_draws: int = 3, n_null_pairs: int = 100_000, seed: int = 0,
+                    ) -> pd.DataFrame:
+    """Gene-gene relationship recall (TxFM §B.3) of a model's gene representations.
+
+    ``model``: a model or model directory (used through :mod:`tfmkit.inference`); or pass
+    ``representations`` ``{name: DataFrame or (DataFrame, n_pca_components)}`` directly.
+    ``adata`` adds the PCA-loadings baseline. ``databases``: names for
+    :func:`tfmkit.evaluation.genesets.load_gene_sets` or a ``{db: {set: genes}}`` dict.
+    Rows: ``embedding`` = representation, ``task = "gene_recall"``, ``metric`` = database or
+    ``combined``; ``std`` over the null draws; extra column ``n_pairs``.
+    """
+    from tfmkit.evaluation import gene_recall as GR
+    from tfmkit.evaluation.genesets import load_databases
+
+    if representations is None:
+        if model is None:
+            raise TfmkitError("benchmark_genes needs a model (or representations)")
+        representations = gene_representations(model, adata=adata, layer=layer, seed=seed)
+    dbs = databases if isinstance(databases, dict) else load_databases(tuple(databases))
+    rows = []
+    for name, rep in representations.items():
+        df, k = rep if isinstance(rep, tuple) else (rep, None)
+        res = GR.gene_relationship_recall(df, dbs, n_components=k, n_null_draws=n_null_draws,
+                                          n_null_pairs=n_null_pairs, seed=seed)
+        for r in res.itertuples(index=False):
+            rows.append({"embedding": name, "task": "gene_recall", "metric": r.database,
+                         "value": r.value, "std": r.std, "n_seeds": r.n_seeds,
+                         "n_pairs": r.n_pairs})
+    return pd.DataFrame(rows, columns=LONG_COLUMNS + ["n_pairs"])
+
+
+def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT_MASK_RATES,
+                          n_seeds: int = 1, layer: str | None = None, batch_size: int = 64,
+                          name: str = "model", mean_baseline: bool = True) -> pd.DataFrame:
+    """Reconstruction quality of ``model`` on held-out ``adata`` at each masking rate.
+
+    For a rate ``r`` every cell reveals ``n = max(1, round((1 − r) · G_obs))`` of its ``G_obs``
+    observable genes (median over cells) via :func:`tfmkit.inference.reconstruct`; metrics of
+    :func:`~tfmkit.evaluation.pretraining_quality.reconstruction_metrics` are averaged over cells
+    (NaN cells skipped) and over ``n_seeds`` maskings (``std`` across seeds). The
+    ``gene_mean`` baseline predicts every cell's profile as the per-gene mean lognorm of the
+    evaluation cells (a population prior; its logits are the same means). Task names are
+    ``mask<percent>`` (e.g. ``mask90``).
+    """
+    from tfmkit import inference
+    from tfmkit.evaluation import pretraining_quality as PQ
+
+    if not mask_rates or any(not 0 <= r < 1 for r in mask_rates):
+        raise TfmkitError("mask rates must be in [0, 1), e.g. 0.5 0.9")
+    if isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = inference.load_model(model)
+    rows = []
+    for rate in mask_rates:
+        task = f"mask{int(round(rate * 100))}"
+        n_rev = None
+        for seed in range(n_seeds):
+            if n_rev is None:
+                probe = inference.reconstruct(adata[: min(adata.n_obs, 64)], model, n_revealed=1,
+                                              seed=seed, batch_size=batch_size, layer=layer)
+                g_obs = float(np.median(probe["observable"].sum(1)))
+                n_rev = max(1, int(round((1 - rate) * g_obs)))
+            rec = inference.reconstruct(adata, model, n_revealed=n_rev, seed=seed,
+                                        batch_size=batch_size, layer=layer)
+            variants = [(name, rec)]
+            if mean_baseline:
+                variants.append(("gene_mean", _mean_profile(rec)))
+            for emb, r in variants:
+                for metric, per_cell in PQ.reconstruction_metrics(r).items():
+                    rows.append({"embedding": emb, "task": task, "metric": metric,
+                                 "value": float(np.nanmean(per_cell)), "seed": seed})
+    return aggregate_seeds(pd.DataFrame(rows))
+
+
+def _mean_profile(rec: dict) -> dict:
+    obs = np.asarray(rec["observable"], bool)
+    tgt = np.where(obs, rec["target"], 0.0)
+    mean = tgt.sum(0) / np.maximum(obs.sum(0), 1)  # (G,)
+    out = dict(rec)
+    out["pred"] = np.broadcast_to(mean, tgt.shape).astype(np.float32)
+    out["logits"] = out["pred"]
+    return out
