@@ -152,9 +152,42 @@ def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path) -> None:
     )
 
 
+def init_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
+    """Join a ``torchrun`` process group if ``WORLD_SIZE > 1`` -> ``(rank, world_size, device)``.
+
+    NCCL on GPUs (one device per ``LOCAL_RANK``), gloo on CPU; a single process is rank 0 of 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _restore(state: TrainingState, saved: dict) -> None:
+    state.model.load_state_dict(saved["weights"])
+    if saved["criterion"]:
+        state.criterion.load_state_dict(saved["criterion"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["trainer_state"]["scheduler"])
+    state.step = int(saved["trainer_state"]["step"])
+    if "rng" in saved["trainer_state"]:
+        torch.set_rng_state(saved["trainer_state"]["rng"])
+
+
 def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool = False,
              stop_after: int | None = None, progress: bool = True, corpus=None) -> Path:
     """Pretrain a model and return its model directory ``out_dir/model``.
+
+    Runs as one process or under ``torchrun`` (DDP: each rank reads its shard of every epoch;
+    rank 0 writes logs and checkpoints).
 
     Parameters
     ----------
@@ -169,8 +202,12 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     stop_after
         Stop (after checkpointing) once this global step is reached — used to simulate an
         interruption; the schedule still spans ``cfg.train.steps``.
+    corpus
+        A prebuilt :class:`~tfmkit.data.corpus.Corpus` (skips loading; used by ablations).
     """
     import yaml
+
+    from tfmkit.data.corpus import make_dataloader
 
     out_dir = Path(out_dir)
     model_dir = out_dir / "model"
@@ -178,96 +215,115 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
         raise TfmkitError(f"{out_dir} already holds a trained model; pass --resume to continue it "
                           "or choose another --out")
     t = cfg.train
-    device = resolve_device(t.device)
+    rank, world, device = init_distributed(t.device)
     saved = ckpt.read_checkpoint(model_dir, with_optimizer=True) if resume else None
-    vocab = None
-    if saved is not None:
+    if corpus is None:
         from tfmkit.data.vocab import GeneVocab
 
-        vocab = GeneVocab.from_dict(saved["vocab"])
-    if corpus is None:
-        corpus = load_corpus(cfg, adatas, vocab)
+        corpus = load_corpus(cfg, adatas, GeneVocab.from_dict(saved["vocab"]) if saved else None)
     vocab = corpus.vocab
     state = build_training(cfg, vocab.n_genes, device, vocab)
     if saved is not None:
-        state.model.load_state_dict(saved["weights"])
-        if saved["criterion"]:
-            state.criterion.load_state_dict(saved["criterion"])
-        state.optimizer.load_state_dict(saved["optimizer"])
-        state.scheduler.load_state_dict(saved["trainer_state"]["scheduler"])
-        state.step = int(saved["trainer_state"]["step"])
-        if "rng" in saved["trainer_state"]:
-            torch.set_rng_state(saved["trainer_state"]["rng"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _restore(state, saved)
+    forward_model = state.model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
 
-    from tfmkit.data.corpus import make_dataloader
+        forward_model = DistributedDataParallel(
+            state.model, device_ids=[device.index] if device.type == "cuda" else None)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     train_idx, val_idx = corpus.split(cfg.data.val_fraction, seed=t.seed)
     common = dict(n_revealed=cfg.data.n_revealed, library_size=cfg.data.library_size,
                   gene_weights=_gene_weights(cfg, corpus), expressed_only=cfg.data.expressed_only)
     micro = t.accumulate
     loader = make_dataloader(corpus, train_idx, batch_size=t.batch_size, seed=t.seed,
-                             start_step=state.step * micro, num_workers=t.num_workers, **common)
+                             start_step=state.step * micro, num_workers=t.num_workers,
+                             rank=rank, world_size=world, **common)
     val_loader, n_val = None, 0
-    if t.val_every and len(val_idx) >= 1:  # same held-out batches at every evaluation
+    if rank == 0 and t.val_every and len(val_idx) >= 1:  # same held-out batches every time
         vbs = min(t.batch_size, len(val_idx))
         val_loader = make_dataloader(corpus, val_idx, batch_size=vbs, seed=t.seed + 10_000,
                                      shuffle=False, drop_last=False, **common)
         n_val = max(1, min(t.val_batches, math.ceil(len(val_idx) / vbs)))
-    log_path = out_dir / LOG_FILE
-    new_log = not (resume and log_path.exists())
-    log_fh = open(log_path, "w" if new_log else "a", newline="")
-    writer = csv.DictWriter(log_fh, fieldnames=LOG_COLUMNS)
-    if new_log:
-        writer.writeheader()
+    log = _CsvLog(out_dir / LOG_FILE, append=resume) if rank == 0 else None
     end = min(t.steps, stop_after) if stop_after is not None else t.steps
-    t0 = time.perf_counter()
-    seen, tick = 0, time.perf_counter()
+    clip_params = list(state.model.parameters()) + list(state.criterion.parameters())
     it = iter(loader)
-    bar = _progress(progress, total=t.steps, start=state.step)
+    bar = _progress(progress and rank == 0, total=t.steps, start=state.step)
     state.model.train()
     try:
         while state.step < end:
             state.optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for _ in range(micro):
+            loss_sum, n_cells = 0.0, 0
+            for j in range(micro):
                 batch = _to(next(it), device)
-                with autocast_context(device, t.precision):
-                    loss = training_loss(state, batch) / micro
+                sync = nullcontext() if (world == 1 or j == micro - 1) else forward_model.no_sync()
+                with sync, autocast_context(device, t.precision):
+                    out = forward_model(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
+                    loss = state.criterion(out, batch).mean() / micro
                 loss.backward()
                 loss_sum += float(loss.detach())
-                seen += batch[K.GENE_IDS].shape[0]
+                n_cells += batch[K.GENE_IDS].shape[0] * world
             if not math.isfinite(loss_sum):
                 raise TfmkitError(f"loss became {loss_sum} at step {state.step}; lower train.lr "
                                   "or check the input counts")
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(
-                    list(state.model.parameters()) + list(state.criterion.parameters()), t.grad_clip)
+                torch.nn.utils.clip_grad_norm_(clip_params, t.grad_clip)
             lr = state.optimizer.param_groups[0]["lr"]
             state.optimizer.step()
             state.scheduler.step()
             state.step += 1
-            val = ""
+            val = None
             if val_loader is not None and (state.step % t.val_every == 0 or state.step == t.steps):
                 val = validation_loss(state, iter(val_loader), n_val, device, t.precision)
-            if state.step % t.log_every == 0 or state.step == end or val != "":
-                now = time.perf_counter()
-                writer.writerow({"step": state.step, "loss": f"{loss_sum:.6f}",
-                                 "val_loss": f"{val:.6f}" if val != "" else "", "lr": f"{lr:.6e}",
-                                 "cells_per_s": f"{seen / max(now - tick, 1e-9):.1f}",
-                                 "elapsed_s": f"{now - t0:.2f}"})
-                log_fh.flush()
-                seen, tick = 0, now
+            if log is not None:
+                log.record(state.step, loss_sum, val, lr, n_cells,
+                           force=state.step % t.log_every == 0 or state.step == end or val is not None)
             if bar is not None:
                 bar.update(loss=loss_sum)
             if state.step % t.checkpoint_every == 0 or state.step == end:
-                _save(state, cfg, vocab, model_dir)
+                if rank == 0:
+                    _save(state, cfg, vocab, model_dir)
+                if world > 1:
+                    torch.distributed.barrier()
     finally:
-        log_fh.close()
+        if log is not None:
+            log.close()
         if bar is not None:
             bar.close()
     return model_dir
+
+
+class _CsvLog:
+    """``train_log.csv``: one row per logged step with throughput since the previous row."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        new = not (append and path.exists())
+        self.fh = open(path, "w" if new else "a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=LOG_COLUMNS)
+        if new:
+            self.writer.writeheader()
+        self.t0 = self.tick = time.perf_counter()
+        self.cells = 0
+
+    def record(self, step: int, loss: float, val: float | None, lr: float, cells: int,
+               force: bool) -> None:
+        self.cells += cells
+        if not force:
+            return
+        now = time.perf_counter()
+        self.writer.writerow({"step": step, "loss": f"{loss:.6f}",
+                              "val_loss": "" if val is None else f"{val:.6f}", "lr": f"{lr:.6e}",
+                              "cells_per_s": f"{self.cells / max(now - self.tick, 1e-9):.1f}",
+                              "elapsed_s": f"{now - self.t0:.2f}"})
+        self.fh.flush()
+        self.cells, self.tick = 0, now
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 class _Bar:
