@@ -24,6 +24,7 @@ app.add_typer(benchmark_app, name="benchmark")
 
 # ---- command registrations (each command lives in its own module) ---------------------------
 # BEGIN REGISTRATIONS (helpers: add one line per command here, keep the block sorted)
+from tfmkit import ablation as _abl; _abl.register(app)  # noqa: E402,E702
 from tfmkit.evaluation import commands as _bench_cmds; _bench_cmds.register(benchmark_app)  # noqa: E402,E702
 from tfmkit.evaluation.perturbation import commands as _pert_cmds; _pert_cmds.register(benchmark_app)  # noqa: E402,E702
 # END REGISTRATIONS

@@ -6,8 +6,11 @@ CRISPRi screens simulated on top of real cells:
 1. **Base cells.** Real raw counts: by default the macrophages of the bundled BALF data
    (:func:`tfmkit.datasets.load_balf`, a homogeneous "cell-line-like" population), or any user
    AnnData with raw counts. Genes detected in fewer than ``min_gene_frac`` of the base cells are
-   dropped. Each simulated cell copies a random base cell: its expression profile
-   ``p = (1 - mix) x / sum(x) + mix * mean profile`` and its depth ``sum(x)``.
+   dropped. Each simulated cell blends two random base cells ``a, b`` with weight ``w ~ U(0, 1)``
+   (so no two simulated cells share one base cell's profile, which would make near-duplicates
+   that dominate nearest-neighbour tasks): profile
+   ``p = (1 - mix) (w x_a / sum(x_a) + (1 - w) x_b / sum(x_b)) + mix * mean profile`` and
+   depth ``w sum(x_a) + (1 - w) sum(x_b)``.
 2. **Targets.** Perturbed genes are drawn among well-expressed genes (detected in at least
    ``min_target_frac`` of base cells) that share a CORUM complex or a Hallmark pathway with other
    expressed genes, a few members per set at a time so that the screen contains known related
@@ -94,7 +97,8 @@ def simulate_perturbseq(base: ad.AnnData | None = None, *, n_perturbations: int 
     """Simulate a CRISPRi Perturb-seq screen on real control counts (SPEC §7); returns raw counts.
 
     ``obs``: ``perturbation`` (target gene or ``"non-targeting"``), ``guide``, ``batch``,
-    ``is_control`` (bool), ``knockdown`` (target rate factor, NaN for controls), ``base_cell``.
+    ``is_control`` (bool), ``knockdown`` (target rate factor, NaN for controls), ``base_cell_a``,
+    ``base_cell_b``, ``base_weight_a`` (the two blended base cells).
     ``var``: ``is_target``. ``uns['simulated'] = True`` and ``uns['simulation']`` (description
     and parameters). ``n_controls`` defaults to ``max(50 * n_batches, 10% of perturbed cells)``.
     ``cell_type`` selects the bundled BALF cell type used as base (ignored for a user ``base``).
@@ -153,20 +157,23 @@ def simulate_perturbseq(base: ad.AnnData | None = None, *, n_perturbations: int 
                                 rng.permutation(np.arange(n_controls) % n_batches)])
     order = rng.permutation(len(pert_idx))
     pert_idx, guide_idx, batch_idx = pert_idx[order], guide_idx[order], batch_idx[order]
-    base_idx = rng.integers(0, X.shape[0], size=len(pert_idx))
+    base_idx = rng.integers(0, X.shape[0], size=(len(pert_idx), 2))
+    base_w = rng.uniform(0.0, 1.0, size=len(pert_idx))
 
     blocks = []
     for start in range(0, len(pert_idx), 2000):
         sl = slice(start, start + 2000)
-        pi, gi, bi, ci = pert_idx[sl], guide_idx[sl], batch_idx[sl], base_idx[sl]
-        rate = (1.0 - profile_mix) * prof[ci].toarray() + profile_mix * mean_prof  # (n, G)
+        pi, gi, bi, ci, w = pert_idx[sl], guide_idx[sl], batch_idx[sl], base_idx[sl], base_w[sl]
+        cell = w[:, None] * prof[ci[:, 0]].toarray() + (1 - w)[:, None] * prof[ci[:, 1]].toarray()
+        rate = (1.0 - profile_mix) * cell + profile_mix * mean_prof  # (n, G)
+        depth = w * total[ci[:, 0]] + (1 - w) * total[ci[:, 1]]
         lfc = batch_lfc[bi].copy()  # (n, G)
         pert = pi >= 0
         lfc[pert] += signature[pi[pert]] * eff[pi[pert], gi[pert]][:, None]
         rate *= np.exp(lfc)
         rows = np.flatnonzero(pert)
         rate[rows, np.asarray(targets)[pi[rows]]] *= kd[pi[rows], gi[rows]]
-        rate *= (total[ci] * batch_depth[bi] / rate.sum(axis=1))[:, None]
+        rate *= (depth * batch_depth[bi] / rate.sum(axis=1))[:, None]
         if nb_theta is not None:
             rate = rng.gamma(nb_theta, rate / nb_theta)
         blocks.append(sp.csr_matrix(rng.poisson(rate).astype(np.float32)))
@@ -182,7 +189,7 @@ def simulate_perturbseq(base: ad.AnnData | None = None, *, n_perturbations: int 
         "batch": pd.Categorical([f"batch{b}" for b in batch_idx]),
         "is_control": is_control,
         "knockdown": np.where(is_control, np.nan, kd[np.maximum(pert_idx, 0), guide_idx]),
-        "base_cell": base_idx,
+        "base_cell_a": base_idx[:, 0], "base_cell_b": base_idx[:, 1], "base_weight_a": base_w,
     }, index=[f"sim{i:06d}" for i in range(len(pert_idx))])
     var = pd.DataFrame({"is_target": np.isin(np.arange(G), targets)}, index=genes)
     out = ad.AnnData(X=counts, obs=obs, var=var)

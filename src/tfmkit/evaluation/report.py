@@ -72,7 +72,7 @@ def _fmt(value: float, std: float | None, precision: int) -> str:
     if value is None or not np.isfinite(value):
         return "–"
     s = f"{value:.{precision}f}"
-    if std is not None and np.isfinite(std) and std > 0:
+    if std is not None and np.isfinite(std) and round(std, precision) > 0:
         s += f" ± {std:.{precision}f}"
     return s
 
@@ -85,6 +85,8 @@ def format_table(df: pd.DataFrame, *, title: str | None = None, precision: int =
     if df.empty:
         raise TfmkitError("no benchmark results to format")
     cols = list(dict.fromkeys(zip(df["task"], df["metric"])))
+    task_order = list(dict.fromkeys(df["task"]))
+    cols.sort(key=lambda tm: task_order.index(tm[0]))  # group columns by task, stable
     embs = list(dict.fromkeys(df["embedding"]))
     has_std = "std" in df.columns
     cell = {(r.embedding, r.task, r.metric): (float(r.value),

@@ -4,7 +4,7 @@ iLISI of cell ``n`` is the inverse Simpson index of the batch labels in its perp
 ``k``-neighbourhood, ``1 / sum_b p_{n,b}^2`` (Korsunsky et al. 2019); the score is the median
 over cells rescaled to ``[0, 1]`` by ``(iLISI - 1) / (n_batches - 1)`` (Luecken et al. 2022).
 The Simpson index itself is the maintained ``scib_metrics.ilisi_knn``; this module only builds
-the neighbour graph (exact, sklearn) on at most ``max_cells`` cells drawn per batch in proportion
+the neighbour graph (exact, sklearn) on at most ``max_cells`` (3,000) cells drawn per batch in proportion
 (seeded) so that 5,000-dimensional count baselines stay affordable.
 """
 
@@ -30,7 +30,7 @@ def stratified_subsample(groups, max_cells: int | None, seed: int = 0) -> np.nda
     return np.sort(np.concatenate(keep))
 
 
-def ilisi(X, batches, *, n_neighbors: int = 90, max_cells: int | None = 5000, seed: int = 0) -> float:
+def ilisi(X, batches, *, n_neighbors: int = 90, max_cells: int | None = 3000, seed: int = 0) -> float:
     """Scaled iLISI over ``batches`` in percent (100 = perfectly mixed, 0 = fully separated).
 
     ``X`` ``(N, D)`` embedding, ``batches`` ``(N,)``. Neighbours: exact Euclidean ``k``-NN

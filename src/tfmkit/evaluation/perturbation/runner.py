@@ -20,9 +20,10 @@ inv      spearman, structural_integrity             deterministic (leave-one-bat
 =======  =========================================  =====================================
 
 The ``random_label_shuffle`` baseline is the ``shuffle_base`` embedding (1024 HVG, as in TxFM
-§B.1.2) with its rows permuted within each batch for each seed: every cell keeps its batch,
-expression and label but receives the embedding of a random cell of the same batch, which is
-the same as shuffling the perturbation labels and control flags against the embedding.
+§B.1.2) evaluated with, for each seed, the perturbation labels and the decoded expression rows
+permuted within batch x control strata: the gene inputs stay fixed while every embedding is
+paired with the label (and expression) of a random cell of the same batch and control status.
+iLISI, which uses no labels, therefore equals that of the unshuffled embedding.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import scipy.sparse as sp
 
 from tfmkit.errors import TfmkitError
 from tfmkit.evaluation.baselines import RANDOM_LABEL_SHUFFLE, baseline_embedding
-from tfmkit.evaluation.perturbation.consistency import N_NULL, perturbation_consistency
+from tfmkit.evaluation.perturbation.consistency import N_NULL, ConsistencyTest
 from tfmkit.evaluation.perturbation.databases import DATABASES, relationship_databases
 from tfmkit.evaluation.perturbation.invertibility import invertibility
 from tfmkit.evaluation.perturbation.lisi import ilisi
@@ -114,13 +115,13 @@ def _validate(adata, perturbation_key, batch_key):
                               f"{list(adata.obs.columns)[:20]}")
 
 
-def _shuffle_within_batch(n: int, batches: np.ndarray, seed: int) -> np.ndarray:
-    """Row permutation that only exchanges cells of the same batch."""
+def _shuffle_within_strata(strata: np.ndarray, seed: int) -> np.ndarray:
+    """Row permutation that only exchanges cells of the same stratum (batch x control flag)."""
     from tfmkit.evaluation.baselines import shuffled_labels
 
-    perm = np.arange(n)
-    for i, b in enumerate(np.unique(batches)):
-        idx = np.flatnonzero(batches == b)
+    perm = np.arange(len(strata))
+    for i, g in enumerate(np.unique(strata)):
+        idx = np.flatnonzero(strata == g)
         perm[idx] = shuffled_labels(idx, seed=seed * 1000 + i)
     return perm
 
@@ -128,42 +129,58 @@ def _shuffle_within_batch(n: int, batches: np.ndarray, seed: int) -> np.ndarray:
 class _Context:
     """Per-dataset inputs shared by every embedding."""
 
-    def __init__(self, labels, batches, ctrl, genes, Y, databases, n_null, seeds):
+    def __init__(self, labels, batches, ctrl, genes, Y, databases, n_null):
         self.labels, self.batches, self.ctrl = labels, batches, ctrl
-        self.genes, self.Y, self.databases = genes, Y, databases
-        self.n_null, self.seeds = n_null, seeds
+        self.genes, self.Y, self.databases, self.n_null = genes, Y, databases, n_null
 
 
-def _evaluate(Z: np.ndarray, ctx: _Context, tasks, seeds) -> list[tuple]:
-    """Rows ``(task, metric, seed, value)`` for one post-processed embedding."""
+def _evaluate(Z: np.ndarray, ctx: _Context, tasks, seeds, shuffle: bool = False) -> list[tuple]:
+    """Rows ``(task, metric, seed, value)`` for one post-processed embedding.
+
+    With ``shuffle`` the perturbation labels (and the expression rows decoded by ``inv``) are
+    permuted within batch x control strata for each seed — the ``random_label_shuffle``
+    baseline. Because control statistics are computed on the same set of control rows, this is
+    exactly the same as post-processing an embedding whose rows were shuffled within strata.
+    """
     rows = []
-    b, ctrl, lab = ctx.batches, ctx.ctrl, ctx.labels
+    b, ctrl = ctx.batches, ctx.ctrl
+    perms = {s: (_shuffle_within_strata(group_codes(b, ctrl), s) if shuffle else None) for s in seeds}
+    lab = {s: (ctx.labels if p is None else ctx.labels[p]) for s, p in perms.items()}
+    per_seed = seeds if shuffle else seeds[:1]  # seeds for label-dependent deterministic tasks
     ridge = BatchRidge(Z, group_codes(b, ctrl)) if {"lin", "inv"} & set(tasks) else None
-    if "ilisi" in tasks:
+    if "ilisi" in tasks:  # label-free: one value
         rows.append(("ilisi", "ilisi", seeds[0], ilisi(Z, b, seed=seeds[0])))
     if "lin" in tasks:
-        splits = [held_out_batches(b, s) for s in seeds]
-        for s, res in zip(seeds, linear_probe(Z, lab, b, test_batches=splits, is_control=ctrl, ridge=ridge)):
-            rows += [("lin", "top1", s, res[1]), ("lin", "top5", s, res[5])]
+        groups = [seeds] if not shuffle else [[s] for s in seeds]
+        for grp in groups:
+            splits = [held_out_batches(b, s) for s in grp]
+            res = linear_probe(Z, lab[grp[0]], b, test_batches=splits, is_control=ctrl, ridge=ridge)
+            for s, r in zip(grp, res):
+                rows += [("lin", "top1", s, r[1]), ("lin", "top5", s, r[5])]
     if "knn" in tasks:
         pert = ~ctrl
+        Zp, bp = Z[pert], b[pert]
         for s in seeds:
             query, _ = split_batches_in_half(b, s)
-            res = knn_retrieval(Z[pert], lab[pert], b[pert], query_batches=query, seed=s)
-            rows += [("knn", "top1", s, res[1]), ("knn", "top5", s, res[5])]
+            r = knn_retrieval(Zp, lab[s][pert], bp, query_batches=query, seed=s)
+            rows += [("knn", "top1", s, r[1]), ("knn", "top5", s, r[5])]
     if "p.cst" in tasks:
         A = align_for_consistency(Z, b, ctrl)
+        test = None
         for s in seeds:
-            rows.append(("p.cst", "consistent", s,
-                         perturbation_consistency(A, lab, is_control=ctrl, n_null=ctx.n_null, seed=s)))
+            if test is None or shuffle:
+                test = ConsistencyTest(A, lab[s], is_control=ctrl)
+            rows.append(("p.cst", "consistent", s, test.score(ctx.n_null, seed=s)))
     if "bmdb" in tasks:
-        means = perturbation_means(Z, lab, exclude=ctrl)
-        genes = [ctx.genes.get(p, p) for p in means.index]
-        rec = relationship_recall(means.to_numpy(), genes, ctx.databases)
-        rows += [("bmdb", db, seeds[0], v) for db, v in rec.items() if db != "mean"]
+        for s in per_seed:
+            means = perturbation_means(Z, lab[s], exclude=ctrl)
+            genes = [ctx.genes.get(p, p) for p in means.index]
+            rec = relationship_recall(means.to_numpy(), genes, ctx.databases)
+            rows += [("bmdb", db, s, v) for db, v in rec.items() if db != "mean"]
     if "inv" in tasks:
-        res = invertibility(Z, ctx.Y, b, ctrl, ridge=ridge)
-        rows += [("inv", m, seeds[0], v) for m, v in res.items()]
+        for s in per_seed:
+            Y = ctx.Y if perms[s] is None else ctx.Y[perms[s]]
+            rows += [("inv", m, s, v) for m, v in invertibility(Z, Y, b, ctrl, ridge=ridge).items()]
     return rows
 
 
@@ -254,7 +271,7 @@ def benchmark_perturbation(adata, *, obsm_keys: Sequence[str] = (), perturbation
     Y = baseline_embedding(counts, f"hvg{n_expr_genes}") if "inv" in tasks else None
     dbs = relationship_databases(databases) if "bmdb" in tasks else {}
     seeds = list(range(n_seeds))
-    ctx = _Context(labels, batches, ctrl, genes, Y, dbs, n_null, seeds)
+    ctx = _Context(labels, batches, ctrl, genes, Y, dbs, n_null)
 
     jobs: list[tuple[str, str | None]] = [(n, None) for n in baselines] + [(k, k) for k in obsm_keys]
     steps = len(jobs) * len(postprocessings)
@@ -281,13 +298,10 @@ def benchmark_perturbation(adata, *, obsm_keys: Sequence[str] = (), perturbation
             X = embedding_of(name, key)
             for pp in postprocessings:
                 bar.update(task_id, description=f"{name} / {pp}")
-                if name == RANDOM_LABEL_SHUFFLE:
-                    for s in seeds:
-                        Z = postprocess(X[_shuffle_within_batch(len(X), batches, s)], batches, ctrl, pp)
-                        raw_rows += [(name, pp, *r) for r in _evaluate(Z, ctx, tasks, [s])]
-                else:
-                    Z = postprocess(X, batches, ctrl, pp)
-                    raw_rows += [(name, pp, *r) for r in _evaluate(Z, ctx, tasks, seeds)]
+                Z = postprocess(X, batches, ctrl, pp)
+                raw_rows += [(name, pp, *r) for r in
+                             _evaluate(Z, ctx, tasks, seeds, shuffle=name == RANDOM_LABEL_SHUFFLE)]
+                del Z
                 bar.advance(task_id)
     raw = pd.DataFrame(raw_rows, columns=["embedding", "postprocessing", "task", "metric", "seed", "value"])
     out = _aggregate(raw)

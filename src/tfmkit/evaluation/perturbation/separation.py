@@ -112,31 +112,41 @@ def split_batches_in_half(batches, seed: int) -> tuple[list, list]:
     return perm[:half], perm[half:]
 
 
-def knn_retrieval(X, labels, batches, *, query_batches: Sequence, ks: Sequence[int] = (1, 5),
-                  max_queries: int | None = 1000, seed: int = 0) -> dict[int, float]:
+def knn_retrieval(X, labels, batches, *, query_batches: Sequence | Sequence[Sequence],
+                  ks: Sequence[int] = (1, 5), max_queries: int | None = 1000, seed: int | Sequence[int] = 0):
     """Top-k retrieval accuracy (percent) of queries from ``query_batches`` against the cells of
-    all other batches, cosine similarity; at most ``max_queries`` queries (seeded sample)."""
+    all other batches, cosine similarity; at most ``max_queries`` queries (seeded sample).
+
+    ``query_batches`` may be a list of such lists (one per seed; ``seed`` then a list too), in
+    which case a list of results is returned and the rows are normalised once.
+    """
     X = np.asarray(X, dtype=np.float32)
     labels, batches = np.asarray(labels), np.asarray(batches)
     if not (len(X) == len(labels) == len(batches)):
         raise TfmkitError("X, labels and batches must have one entry per cell")
-    qmask = np.isin(batches, list(query_batches))
-    q, r = np.flatnonzero(qmask), np.flatnonzero(~qmask)
-    if len(q) == 0 or len(r) == 0:
-        raise TfmkitError("kNN retrieval needs cells in both the query and the reference batches")
-    if max_queries is not None and len(q) > max_queries:
-        q = np.sort(np.random.default_rng(seed).choice(q, max_queries, replace=False))
+    many = len(query_batches) > 0 and not np.isscalar(query_batches[0]) and not isinstance(query_batches[0], str)
+    splits = list(query_batches) if many else [query_batches]
+    seeds = list(seed) if many and not np.isscalar(seed) else [seed] * len(splits)
     unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    kmax = min(max(ks), len(r))
-    hits = {k: 0 for k in ks}
-    ref_t, ref_labels = np.ascontiguousarray(unit[r].T), labels[r]  # (D, R)
-    for start in range(0, len(q), 512):
-        qi = q[start:start + 512]
-        sim = unit[qi] @ ref_t  # (q, R)
-        top = np.argpartition(-sim, kmax - 1, axis=1)[:, :kmax]
-        order = np.take_along_axis(sim, top, axis=1).argsort(axis=1)[:, ::-1]
-        nn_labels = ref_labels[np.take_along_axis(top, order, axis=1)]  # (q, kmax)
-        match = nn_labels == labels[qi][:, None]
-        for k in ks:
-            hits[k] += int(match[:, :k].any(axis=1).sum())
-    return {k: 100.0 * hits[k] / len(q) for k in ks}
+    out = []
+    for split, s in zip(splits, seeds):
+        qmask = np.isin(batches, list(split))
+        q, r = np.flatnonzero(qmask), np.flatnonzero(~qmask)
+        if len(q) == 0 or len(r) == 0:
+            raise TfmkitError("kNN retrieval needs cells in both the query and the reference batches")
+        if max_queries is not None and len(q) > max_queries:
+            q = np.sort(np.random.default_rng(s).choice(q, max_queries, replace=False))
+        kmax = min(max(ks), len(r))
+        hits = {k: 0 for k in ks}
+        ref, ref_labels = unit[r], labels[r]  # (R, D)
+        for start in range(0, len(q), 512):
+            qi = q[start:start + 512]
+            sim = unit[qi] @ ref.T  # (q, R)
+            top = np.argpartition(-sim, kmax - 1, axis=1)[:, :kmax]
+            order = np.take_along_axis(sim, top, axis=1).argsort(axis=1)[:, ::-1]
+            nn_labels = ref_labels[np.take_along_axis(top, order, axis=1)]  # (q, kmax)
+            match = nn_labels == labels[qi][:, None]
+            for k in ks:
+                hits[k] += int(match[:, :k].any(axis=1).sum())
+        out.append({k: 100.0 * hits[k] / len(q) for k in ks})
+    return out if many else out[0]

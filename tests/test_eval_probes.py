@@ -1,0 +1,97 @@
+"""Probes: split protocol, constructed separable / shuffled cases, optimiser reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfmkit.errors import TfmkitError
+from tfmkit.evaluation import probes as P
+
+
+def _data(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    X = np.eye(3)[y] * 10 + rng.normal(size=(n, 3)) * 0.3
+    X = np.hstack([X, rng.normal(size=(n, 5))]).astype(np.float32)
+    b = rng.choice(["b0", "b1", "b2", "b3"], n)
+    return X, y, b
+
+
+def test_batch_aware_split_keeps_batches_apart():
+    _, y, b = _data()
+    tr, va, te = P.batch_aware_split(y, b, seed=0)
+    assert set(b[te]).isdisjoint(set(b[np.concatenate([tr, va])]))
+    assert len(set(b[te])) == 1  # ceil(0.25 * 4) batches
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) + len(te) == len(y)
+    assert abs(len(va) / (len(tr) + len(va)) - 0.2) < 0.01
+
+
+def test_split_without_batches_is_stratified():
+    _, y, _ = _data()
+    tr, va, te = P.batch_aware_split(y, None, seed=0)
+    assert abs(len(te) / len(y) - 0.25) < 0.01
+    for c in range(3):
+        assert abs((y[te] == c).mean() - (y == c).mean()) < 0.03
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_separable_labels_are_learned(kind):
+    X, y, b = _data()
+    res = P.probe_scores(X, y, b, kind=kind)
+    assert res["accuracy"] == pytest.approx(1.0) and res["macro_f1"] == pytest.approx(1.0)
+    assert res["lr"] in P.LEARNING_RATES
+
+
+def test_shuffled_labels_are_chance():
+    X, y, b = _data(n=600)
+    y_shuf = np.random.default_rng(3).permutation(y)
+    res = P.probe_scores(X, y_shuf, b, kind="linear", max_steps=200)
+    assert res["accuracy"] < 0.5
+    knn = P.knn_probe(X, y_shuf)
+    assert knn["accuracy"] < 0.5
+
+
+def test_knn_probe_matches_sklearn_on_same_split():
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y, _ = _data()
+    res = P.knn_probe(X, y, seed=5)
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=5, stratify=y)
+    pred = KNeighborsClassifier(10).fit(X[tr], y[tr]).predict(X[te])
+    assert res["accuracy"] == pytest.approx((pred == y[te]).mean())
+    assert res["macro_f1"] == pytest.approx(f1_score(y[te], pred, average="macro"))
+
+
+def test_batched_adamw_equals_torch_adamw():
+    import torch
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, 2, requires_grad=True)
+    refs = [w[m].detach().clone().requires_grad_(True) for m in range(3)]
+    lrs = torch.tensor([1e-2, 5e-3, 1e-3])
+    opt = P._BatchedAdamW([w], weight_decay=1e-4)
+    ref_opts = [torch.optim.AdamW([r], lr=float(lr), weight_decay=1e-4, eps=1e-8) for r, lr in zip(refs, lrs)]
+    x = torch.randn(5, 4)
+    for _ in range(5):
+        w.grad = None
+        (x @ w).pow(2).sum().backward()
+        opt.step(lrs)
+        for r, o in zip(refs, ref_opts):
+            o.zero_grad()
+            (x @ r).pow(2).sum().backward()
+            o.step()
+    for m in range(3):
+        torch.testing.assert_close(w[m].detach(), refs[m].detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_bad_probe_inputs():
+    X, y, b = _data()
+    with pytest.raises(TfmkitError):
+        P.probe_scores(X, np.zeros(len(y)), b)
+    with pytest.raises(TfmkitError):
+        P.probe_scores(X, y[:-1], b)
+    with pytest.raises(TfmkitError):
+        P.train_probe(X, y, X, y, kind="svm")
