@@ -67,3 +67,23 @@ def test_weight_decay_default_is_one_over_lr_steps(two_panels):
     st = build_training(cfg, 10, torch.device("cpu"))
     assert st.optimizer.param_groups[0]["weight_decay"] == pytest.approx(1 / (0.002 * 50))
     assert st.optimizer.param_groups[0]["eps"] == 1e-6
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10, 1000])
+def test_one_cycle_cosine_schedule(steps):
+    import math
+
+    from tfmkit.training import OneCycleCosine
+
+    f = OneCycleCosine(steps, 0.1)
+    vals = [f(s) for s in range(steps + 1)]
+    warm = max(math.ceil(0.1 * steps), 1)
+    assert vals[0] == pytest.approx(1 / 25)
+    assert vals[warm] == pytest.approx(1.0)  # peak at the end of the 10% warm-up
+    if steps > warm:
+        assert vals[-1] == pytest.approx(1 / 25e4)
+    assert all(a <= b + 1e-12 for a, b in zip(vals[:warm], vals[1:warm + 1]))  # rises
+    assert all(a >= b - 1e-12 for a, b in zip(vals[warm:], vals[warm + 1:]))  # then decays
+    if steps == 1000:  # cosine midpoint
+        mid = warm + (steps - warm) // 2
+        assert vals[mid] == pytest.approx(0.5, abs=0.01)

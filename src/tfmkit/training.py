@@ -67,6 +67,28 @@ def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
     return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells)
 
 
+class OneCycleCosine:
+    """One-cycle schedule as a multiplier of the peak lr (TxFM §A.1): linear warm-up from
+    ``1/div`` to 1 over ``ceil(warmup_frac * steps)`` steps, then cosine decay to ``1/(div*final_div)``.
+
+    Written out (rather than ``torch.optim.lr_scheduler.OneCycleLR``) because OneCycleLR fails
+    for runs shorter than ~20 steps and drives momentum, which AdamW's betas already cover.
+    """
+
+    def __init__(self, steps: int, warmup_frac: float = 0.1, div: float = 25.0,
+                 final_div: float = 1e4) -> None:
+        self.steps = max(int(steps), 1)
+        self.warmup = max(math.ceil(warmup_frac * self.steps), 1) if warmup_frac > 0 else 0
+        self.start, self.end = 1.0 / div, 1.0 / (div * final_div)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.start + (1.0 - self.start) * step / self.warmup
+        span = max(self.steps - self.warmup, 1)
+        progress = min((step - self.warmup) / span, 1.0)
+        return self.end + (1.0 - self.end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass
 class TrainingState:
     """Everything the loop mutates."""
@@ -104,10 +126,7 @@ def build_training(cfg: RunConfig, n_genes: int, device: torch.device, vocab=Non
     impl = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=wd,
                                   **impl)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=t.lr, total_steps=max(t.steps, 1), pct_start=t.warmup_frac,
-        anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e4,
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, OneCycleCosine(t.steps, t.warmup_frac))
     return TrainingState(model, criterion, optimizer, scheduler)
 
 
