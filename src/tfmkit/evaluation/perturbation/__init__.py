@@ -12,11 +12,16 @@ separation      linear probe on unseen batches, kNN retrieval across disjoint ba
 consistency     perturbation consistency (leave-one-out cosine vs random-cell null)
 recall          biological relationship recall of perturbation-mean embeddings
 invertibility   linear decoding of expression: Spearman and structural integrity
+ridge           closed-form ridge from per-(batch, control) statistics (probe and decoder)
+databases       CORUM / Hallmark / Reactome gene sets (thin wrapper over ``genesets``)
 runner          ``benchmark_perturbation(adata, ...)`` -> long results table
+report          ``results.csv`` + Table-2-style ``results.md``
+commands        ``tfmkit benchmark perturbation``
 ==============  ==========================================================================
 """
 
 from tfmkit.evaluation.perturbation.consistency import (
+    ConsistencyTest,
     consistency_pvalues,
     perturbation_consistency,
 )
@@ -45,7 +50,7 @@ from tfmkit.evaluation.perturbation.runner import TASKS, benchmark_perturbation,
 from tfmkit.evaluation.perturbation.separation import knn_retrieval, linear_probe, topk_accuracy
 
 __all__ = [
-    "DATABASES", "POSTPROCESSORS", "TASKS", "align_for_consistency", "benchmark_perturbation",
+    "ConsistencyTest", "DATABASES", "POSTPROCESSORS", "TASKS", "align_for_consistency", "benchmark_perturbation",
     "center_on_controls", "consistency_pvalues", "ilisi", "invertibility", "knn_retrieval",
     "known_pair_matrix", "linear_probe", "pair_recall", "perturbation_consistency",
     "perturbation_means", "postprocess", "relationship_databases", "relationship_recall",
