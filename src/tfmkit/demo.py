@@ -143,9 +143,10 @@ def _markdown(df: pd.DataFrame, extra: dict, budget: str, train_s: float, cfg) -
     other = df[df.task != "knn_5fold"]
     if len(other):
         lines += ["## Cell-type benchmark (tfmkit benchmark celltype runner)", ""]
+        from tfmkit.evaluation.report import format_table
+
         for ds, sub in other.groupby("dataset", sort=False):
-            piv = sub.pivot_table(index="embedding", columns="metric", values="value", sort=False)
-            lines += [f"### {ds}", "", piv.round(3).to_markdown(), ""]
+            lines += [format_table(sub.drop(columns="dataset"), title=ds), ""]
     lines += ["## Files", "", "- `results.csv`: every number above (long format)",
               "- `loss_curve.png`: training and held-out Poisson loss",
               "- `embedding_<dataset>.png`: UMAP of the model embedding vs PCA, coloured by label",
