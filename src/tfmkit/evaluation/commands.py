@@ -92,6 +92,7 @@ def pretraining(
     mask_rates: str = typer.Option("0.5,0.9", "--mask-rates", help="Comma-separated masking rates (fraction of observable genes hidden)."),
     n_seeds: int = typer.Option(1, "--n-seeds", help="Random maskings per rate (mean ± std)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Cells per forward pass."),
+    library_key: str = typer.Option(None, "--library-key", help="obs column of full-transcriptome total counts, for inputs that keep only a gene subset."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
 ) -> None:
     """Held-out Poisson loss, full-transcriptome Spearman and binary correctness (GPL §4.5)."""
@@ -106,7 +107,8 @@ def pretraining(
         raise TfmkitError(f"--mask-rates must be numbers like 0.5,0.9, got {mask_rates!r}") from None
     m = load_model(model)
     adata = read_anndata(input, layer=layer)
-    df = benchmark_pretraining(m, adata, mask_rates=rates, n_seeds=n_seeds, batch_size=batch_size)
+    df = benchmark_pretraining(m, adata, mask_rates=rates, n_seeds=n_seeds, batch_size=batch_size,
+                               library_key=library_key)
     _write_and_print(df, out, "Pretraining quality", overwrite,
                      "Spearman/binary correctness use the pre-activation logits; *_masked = only "
                      "genes hidden from the encoder; gene_mean = per-gene mean profile baseline.")

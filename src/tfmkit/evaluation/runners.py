@@ -233,7 +233,8 @@ def benchmark_genes(model=None, *, representations: dict | None = None, adata=No
 
 def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT_MASK_RATES,
                           n_seeds: int = 1, layer: str | None = None, batch_size: int = 64,
-                          name: str = "model", mean_baseline: bool = True) -> pd.DataFrame:
+                          name: str = "model", mean_baseline: bool = True,
+                          library_key: str | None = None) -> pd.DataFrame:
     """Reconstruction quality of ``model`` on held-out ``adata`` at each masking rate.
 
     For a rate ``r`` every cell reveals ``n = max(1, round((1 − r) · G_obs))`` of its ``G_obs``
@@ -242,7 +243,8 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
     (NaN cells skipped) and over ``n_seeds`` maskings (``std`` across seeds). The
     ``gene_mean`` baseline predicts every cell's profile as the per-gene mean lognorm of the
     evaluation cells (a population prior; its logits are the same means). Task names are
-    ``mask<percent>`` (e.g. ``mask90``).
+    ``mask<percent>`` (e.g. ``mask90``). ``library_key``: obs column of full-transcriptome totals
+    for inputs that keep a gene subset (see :func:`tfmkit.inference.embed`).
     """
     from tfmkit import inference
     from tfmkit.evaluation import pretraining_quality as PQ
@@ -258,11 +260,12 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
         for seed in range(n_seeds):
             if n_rev is None:
                 probe = inference.reconstruct(adata[: min(adata.n_obs, 64)], model, n_revealed=1,
-                                              seed=seed, batch_size=batch_size, layer=layer)
+                                              seed=seed, batch_size=batch_size, layer=layer,
+                                              library_key=library_key)
                 g_obs = float(np.median(probe["observable"].sum(1)))
                 n_rev = max(1, int(round((1 - rate) * g_obs)))
             rec = inference.reconstruct(adata, model, n_revealed=n_rev, seed=seed,
-                                        batch_size=batch_size, layer=layer)
+                                        batch_size=batch_size, layer=layer, library_key=library_key)
             variants = [(name, rec)]
             if mean_baseline:
                 variants.append(("gene_mean", _mean_profile(rec)))
