@@ -111,3 +111,28 @@ def test_missing_model_dir(tmp_path, trained):
 def test_bad_override(tmp_path):
     assert_one_line_error(tfmkit("pretrain", "--out", tmp_path / "r", "train.stepz=1", check=False),
                           "unknown TrainConfig option")
+
+
+def test_benchmarks_on_a_real_trained_model(trained, tmp_path):
+    import pandas as pd
+
+    tfmkit("benchmark", "pretraining", "--model", trained / "run", "--input", trained / "b.h5ad",
+           "--out", tmp_path / "pre", "--mask-rates", "0.5")
+    pre = pd.read_csv(tmp_path / "pre" / "results.csv")
+    assert {"model", "gene_mean"} <= set(pre.embedding)
+    sp = pre[(pre.embedding == "model") & (pre.metric == "spearman")].value.iloc[0]
+    assert -1 <= sp <= 1
+    tfmkit("benchmark", "genes", "--model", trained / "run", "--out", tmp_path / "genes",
+           "--databases", "hallmark")
+    genes = pd.read_csv(tmp_path / "genes" / "results.csv")
+    assert {"encoder", "decoder"} <= set(genes.embedding)
+    assert (tmp_path / "genes" / "results.md").read_text().count("|") > 10
+    # the embedded h5ad goes straight into the cell-type benchmark
+    tfmkit("embed", "--model", trained / "run", "--input", trained / "a.h5ad", "--output", tmp_path / "e.h5ad")
+    tfmkit("benchmark", "celltype", "--input", tmp_path / "e.h5ad", "--label-key", "cell_type",
+           "--obsm", "X_tfmkit", "--fast", "--out", tmp_path / "ct", "--baselines", "lognorm,pca10")
+    ct = pd.read_csv(tmp_path / "ct" / "results.csv")
+    assert {"X_tfmkit", "lognorm", "pca10"} <= set(ct.embedding)
+    assert_one_line_error(tfmkit("benchmark", "celltype", "--input", tmp_path / "e.h5ad", "--label-key",
+                                 "no_such_column", "--obsm", "X_tfmkit", "--out", tmp_path / "ct2",
+                                 check=False), "no_such_column")

@@ -60,7 +60,7 @@ def _fake_inference(genes, rng):
     mod.gene_embeddings = lambda model, kind="encoder": enc if kind == "encoder" else dec
     mod.load_model = lambda path: object()
 
-    def reconstruct(adata, model, *, n_revealed=None, seed=0, batch_size=64, layer=None):
+    def reconstruct(adata, model, *, n_revealed=None, seed=0, batch_size=64, layer=None, library_key=None):
         X = adata[:, genes].X
         counts = X.toarray() if sp.issparse(X) else np.asarray(X)
         target = np.log1p(1e5 * counts / np.maximum(counts.sum(1, keepdims=True), 1))

@@ -13,6 +13,7 @@ import torch
 
 from tfmkit.data import keys as K
 from tfmkit.errors import TfmkitError
+from tfmkit.progress import progress_bar as _bar
 
 DEFAULT_KEY = "X_tfmkit"
 
@@ -171,14 +172,3 @@ def reconstruct(adata, model, *, n_revealed: int | None = None, seed: int = 0,
     res = {k: np.concatenate(v) for k, v in parts.items()}
     res["genes"] = list(model.vocab.genes)
     return res
-
-
-def _bar(enabled: bool, total: int, label: str):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    p = Progress(transient=True)
-    p.add_task(label, total=total)
-    p.start()
-    return p

@@ -56,7 +56,7 @@ def baseline_embedding(counts, name: str, *, library_size: float = DEFAULT_LIBRA
     if m.group(2):
         return _dense(L[:, _highly_variable(L, int(m.group(2)))])
     n_comps = min(int(m.group(3)), min(L.shape) - 1)
-    from sklearn.decomposition import PCA, TruncatedSVD
+    from sklearn.decomposition import PCA
 
     if sp.issparse(L):
         # centred PCA on a sparse matrix without densifying (scanpy's approach)

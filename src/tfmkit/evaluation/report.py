@@ -120,13 +120,9 @@ def format_table(df: pd.DataFrame, *, title: str | None = None, precision: int =
     return "\n".join(lines) + "\n"
 
 
-def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = False,
-                  precision: int = 3, lower_is_better=LOWER_IS_BETTER, notes: str = "",
-                  ) -> dict:
-    """Write ``out_dir/results.csv`` (long format) and ``out_dir/results.md`` (title, table,
-    optional ``notes``). Refuses to replace existing result files unless ``overwrite``.
-    Returns ``{"csv": path, "md": path, "table": markdown}``."""
-    _require(df)
+def result_paths(out_dir, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """``(out_dir/results.csv, out_dir/results.md)``, creating ``out_dir``; refuses to replace
+    existing result files unless ``overwrite`` (nothing the user had is lost silently)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TfmkitError(f"--out {out} exists and is not a directory; choose another path")
@@ -136,6 +132,17 @@ def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = Fa
         raise TfmkitError(f"{', '.join(existing)} already exist; pass --overwrite or choose "
                           "another --out directory")
     out.mkdir(parents=True, exist_ok=True)
+    return csv_path, md_path
+
+
+def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = False,
+                  precision: int = 3, lower_is_better=LOWER_IS_BETTER, notes: str = "",
+                  ) -> dict:
+    """Write ``out_dir/results.csv`` (long format) and ``out_dir/results.md`` (title, table,
+    optional ``notes``). Refuses to replace existing result files unless ``overwrite``.
+    Returns ``{"csv": path, "md": path, "table": markdown}``."""
+    _require(df)
+    csv_path, md_path = result_paths(out_dir, overwrite=overwrite)
     df = df.copy()
     for c in ("std", "n_seeds"):
         if c not in df.columns:

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from tfmkit.errors import TfmkitError
+from tfmkit.progress import progress_bar as _progress
 from tfmkit.evaluation import baselines as B
 from tfmkit.evaluation import metrics_celltype as MC
 from tfmkit.evaluation.report import LONG_COLUMNS, aggregate_seeds
@@ -27,17 +28,6 @@ DEFAULT_CELLTYPE_BASELINES = ("raw", "lognorm", "hvg5000", "hvg2000", "hvg1024",
                               "pca128", B.RANDOM_LABEL_SHUFFLE)
 PROBES = ("linear", "mlp", "knn")
 DEFAULT_MASK_RATES = (0.5, 0.9)
-
-
-def _progress(enabled: bool, total: int, label: str):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    p = Progress(transient=True)
-    p.add_task(label, total=total)
-    p.start()
-    return p
 
 
 def _counts(adata, layer):

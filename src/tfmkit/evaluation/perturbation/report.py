@@ -12,14 +12,12 @@ values at the chosen post-processing (rendered by the shared
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tfmkit.errors import TfmkitError
 from tfmkit.evaluation.perturbation.runner import TASKS, table2
-from tfmkit.evaluation.report import LONG_COLUMNS, format_table
+from tfmkit.evaluation.report import LONG_COLUMNS, format_table, result_paths
 
 SIMULATED_BANNER = ("> **SIMULATED DATA** — input produced by `tfmkit.datasets.simulate_perturbseq` "
                     "(real control cells, simulated perturbations); not a real Perturb-seq result.")
@@ -54,14 +52,7 @@ def write_perturbation_results(results: pd.DataFrame, out_dir, *, title: str = "
                                simulated: bool | None = None) -> dict:
     """Write ``results.csv`` and ``results.md`` into ``out_dir`` (created if needed); refuses to
     replace existing files unless ``overwrite``. Returns ``{"csv", "md", "table"}``."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TfmkitError(f"--out {out} exists and is not a directory; choose another path")
-    csv_path, md_path = out / "results.csv", out / "results.md"
-    existing = [str(p) for p in (csv_path, md_path) if p.exists()]
-    if existing and not overwrite:
-        raise TfmkitError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = result_paths(out_dir, overwrite=overwrite)
     cols = LONG_COLUMNS + [c for c in results.columns if c not in LONG_COLUMNS]
     results[cols].to_csv(csv_path, index=False)
 
