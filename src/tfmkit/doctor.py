@@ -6,11 +6,21 @@ import importlib
 import platform
 
 
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "scib_metrics": "scib-metrics"}
+
+
 def _version(mod: str) -> str:
+    """Installed version of the distribution providing ``mod`` (imports it to prove it loads)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return getattr(importlib.import_module(mod), "__version__", "installed")
+        importlib.import_module(mod)
     except Exception as err:  # noqa: BLE001 - we report any import failure
         return f"MISSING ({type(err).__name__})"
+    try:
+        return version(_DISTRIBUTIONS.get(mod, mod))
+    except PackageNotFoundError:
+        return "installed"
 
 
 def run_doctor(print_fn=None) -> bool:
