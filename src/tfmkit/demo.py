@@ -24,7 +24,7 @@ from tfmkit.errors import TfmkitError
 #: Pretraining budgets. quick: < 5 min end to end on 2 CPU cores.
 BUDGETS = {
     "quick": ["train.steps=300", "train.batch_size=32", "data.n_revealed=256"],
-    "full": ["train.steps=3000", "train.batch_size=32", "data.n_revealed=512", "model.depth=4"],
+    "full": ["train.steps=2000", "train.batch_size=32", "data.n_revealed=256"],
 }
 
 #: Held-out labelled datasets: name -> (label column, obs column of full-transcriptome totals).

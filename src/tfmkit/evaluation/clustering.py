@@ -146,7 +146,8 @@ def _smooth_knn_dist(distances: np.ndarray, k: float, *, n_iter: int = 64,
         if not active.any():
             break
         a = np.flatnonzero(active)
-        terms = np.where(pos_mask[a], np.exp(-(diff[a] / mid[a, None])), 1.0)
+        # exp of a non-positive exponent only (masked entries contribute 1; no overflow)
+        terms = np.where(pos_mask[a], np.exp(-np.maximum(diff[a], 0.0) / mid[a, None]), 1.0)
         psum = np.cumsum(terms, axis=1)[:, -1]  # sequential sum, as umap's loop
         conv = np.abs(psum - target) < _SMOOTH_K_TOLERANCE
         go = ~conv
