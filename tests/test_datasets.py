@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from tfmkit.data.normalize import lognorm
 from tfmkit.datasets import DATASETS, load_balf, load_corpus, load_pbmc68k, load_wu2020
 from tfmkit.datasets.bundled import pack_csr, unpack_csr
 from tfmkit.errors import TfmkitError

@@ -112,10 +112,7 @@ class RunConfig:
         preset = model.pop("preset", "tiny")
         if preset not in PRESETS:
             raise TfmkitError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
-        mk = {f.name for f in fields(ModelConfig)}
-        bad = set(model) - mk
-        if bad:
-            raise TfmkitError(f"unknown model option(s) {sorted(bad)}; valid: {sorted(mk)}")
+        _check_keys(ModelConfig, model, "model")
         return cls(
             model=preset_config(preset, **model),
             data=_section(DataConfig, d.get("data")),
@@ -123,12 +120,16 @@ class RunConfig:
         )
 
 
-def _section(cls, d):
-    d = dict(d or {})
+def _check_keys(cls, d: dict, label: str) -> None:
     known = {f.name for f in fields(cls)}
     bad = set(d) - known
     if bad:
-        raise TfmkitError(f"unknown {cls.__name__} option(s) {sorted(bad)}; valid: {sorted(known)}")
+        raise TfmkitError(f"unknown {label} option(s) {sorted(bad)}; valid: {sorted(known)}")
+
+
+def _section(cls, d):
+    d = dict(d or {})
+    _check_keys(cls, d, cls.__name__)
     if "betas" in d:
         d["betas"] = tuple(d["betas"])
     return cls(**d)

@@ -134,9 +134,10 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def training_loss(state: TrainingState, batch: dict) -> torch.Tensor:
-    """Mean per-cell loss of one batch (model forward + criterion)."""
-    out = state.model(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
+def training_loss(state: TrainingState, batch: dict, forward_model=None) -> torch.Tensor:
+    """Mean per-cell loss of one batch (model forward + criterion); ``forward_model`` is the
+    DDP wrapper of ``state.model`` when distributed."""
+    out = (forward_model or state.model)(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
     return state.criterion(out, batch).mean()
 
 
@@ -281,8 +282,7 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
                 batch = _to(next(it), device)
                 sync = nullcontext() if (world == 1 or j == micro - 1) else forward_model.no_sync()
                 with sync, autocast_context(device, t.precision):
-                    out = forward_model(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
-                    loss = state.criterion(out, batch).mean() / micro
+                    loss = training_loss(state, batch, forward_model) / micro
                 loss.backward()
                 loss_sum += float(loss.detach())
                 n_cells += batch[K.GENE_IDS].shape[0] * world

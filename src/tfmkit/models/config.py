@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 from tfmkit.errors import TfmkitError
 
@@ -44,19 +44,6 @@ class ModelConfig:
     """Extra constructor arguments for the expression encoder."""
     library_size: float = 1e5
     """Normalisation target ``L``; also the bound of ``rectified_tanh`` (``log(L+1)``)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise TfmkitError(
-                f"unknown model option(s) {sorted(unknown)}; valid: {sorted(known)}"
-            )
-        return cls(**d)
 
 
 #: Encoder blocks / heads / width from TxFM Table 6 (S, B, L) plus ``tiny`` for CPU tests/demo.
