@@ -9,7 +9,9 @@ import scipy.sparse as sp
 import torch
 
 from tfmkit.data import keys
-from tfmkit.data.corpus import Corpus, CorpusBatches, make_dataloader
+from tfmkit.data.collate import PretrainCollator
+from tfmkit.data.corpus import Corpus, CorpusBatches, InMemoryStore, make_dataloader
+from tfmkit.data.masking import RevealSpec
 from tfmkit.data.normalize import lognorm
 from tfmkit.data.vocab import GeneVocab
 from tfmkit.errors import TfmkitError
@@ -139,10 +141,33 @@ def test_inference_corpus_overlap():
     none = ad.AnnData(np.ones((3, 2), dtype=np.float32), var=pd.DataFrame(index=["xx", "yy"]))
     with pytest.raises(TfmkitError, match="none of the input genes are in the model vocabulary"):
         Corpus.from_adata_for_inference(none, c.vocab)
+    with pytest.raises(TfmkitError, match="none of the input genes are in the model vocabulary"):
+        Corpus.from_adata_for_inference(none, c.vocab, allow_low_coverage=True)  # zero is never allowed
+
+
+def test_inference_low_coverage_refused_unless_allowed():
+    big = GeneVocab([f"GENE{i}" for i in range(200)] + ["CD3E"])  # CD3E = 1 of 201 genes < 1%
+    new = ad.AnnData(np.ones((2, 2), dtype=np.float32), var=pd.DataFrame(index=["CD3E", "xx"]))
+    with pytest.raises(TfmkitError, match=r"only 1 input genes are in the model vocabulary.*allow_low_coverage"):
+        Corpus.from_adata_for_inference(new, big)
+    ci = Corpus.from_adata_for_inference(new, big, allow_low_coverage=True)
+    assert ci.n_cells == 2 and list(ci.observable[0]) == [200]
+
+
+def test_pretraining_corpus_refuses_dataset_with_no_mapped_gene():
+    data = _two()
+    mouse = ad.AnnData(np.ones((4, 3), dtype=np.float32), var=pd.DataFrame(index=["Zzz1", "Qqq2", "Xyz3"]))
+    with pytest.raises(TfmkitError, match="none of the 3 genes of dataset 'mouse' .* maps to an HGNC symbol"):
+        Corpus.from_adatas({**data, "mouse": mouse})
+    c = Corpus.from_adatas({**data, "mouse": mouse}, allow_low_coverage=True)
+    assert len(c.observable[2]) == 3
+    with pytest.raises(TfmkitError, match="none of the 3 genes of dataset 'mouse' .* is in the 11-gene vocabulary"):
+        Corpus.from_adatas({"mouse": mouse}, vocab=Corpus.from_adatas(data).vocab, allow_low_coverage=True)
 
 
 def test_split_stratified():
     c = Corpus.from_adatas(_two())
+    assert InMemoryStore is Corpus
     tr, va = c.split(0.2, seed=3)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 65
     assert (c.dataset_of_cell[va] == 0).sum() == 8 and (c.dataset_of_cell[va] == 1).sum() == 5
@@ -158,7 +183,7 @@ def _take(loader, n):
 def test_dataloader_deterministic_and_resumable():
     c = Corpus.from_adatas(_two())
     tr, _ = c.split(0.0, seed=0)
-    kw = dict(batch_size=8, n_revealed=3, seed=11)
+    kw = dict(batch_size=8, seed=11, collate=PretrainCollator(RevealSpec(3)))
     full = _take(make_dataloader(c, tr, **kw), 20)  # steps_per_epoch = 8 -> crosses 2 epochs
     resumed = _take(make_dataloader(c, tr, start_step=13, **kw), 7)
     for a, b in zip(full[13:], resumed):
@@ -177,24 +202,27 @@ def test_dataloader_deterministic_and_resumable():
 def test_dataloader_rank_sharding_and_errors():
     c = Corpus.from_adatas(_two())
     idx = np.arange(c.n_cells)
-    r0 = CorpusBatches(c, idx, batch_size=4, n_revealed=2, seed=0, rank=0, world_size=2)
-    r1 = CorpusBatches(c, idx, batch_size=4, n_revealed=2, seed=0, rank=1, world_size=2)
+    col = PretrainCollator(RevealSpec(2))
+    r0 = CorpusBatches(c, idx, batch_size=4, seed=0, collate=col, rank=0, world_size=2)
+    r1 = CorpusBatches(c, idx, batch_size=4, seed=0, collate=col, rank=1, world_size=2)
     assert r0.steps_per_epoch == r1.steps_per_epoch == 32 // 4
     c0 = np.concatenate([r0.cells_for_step(s) for s in range(8)])
     c1 = np.concatenate([r1.cells_for_step(s) for s in range(8)])
     assert len(np.intersect1d(c0, c1)) == 0 and len(c0) == len(c1) == 32
     with pytest.raises(TfmkitError, match="larger than"):
-        CorpusBatches(c, idx[:3], batch_size=4, n_revealed=2, seed=0)
-    with pytest.raises(TfmkitError):
-        CorpusBatches(c, idx, batch_size=4, n_revealed=2, seed=0, rank=2, world_size=2)
-    no_drop = CorpusBatches(c, idx, batch_size=30, n_revealed=2, seed=0, drop_last=False, shuffle=False)
+        CorpusBatches(c, idx[:3], batch_size=4, seed=0, collate=col)
+    with pytest.raises(TfmkitError, match=r"rank 2 must be in \[0, world_size=2\)"):
+        CorpusBatches(c, idx, batch_size=4, seed=0, collate=col, rank=2, world_size=2)
+    with pytest.raises(TfmkitError, match="collate must be a collator"):
+        CorpusBatches(c, idx, batch_size=4, seed=0, collate=None)
+    no_drop = CorpusBatches(c, idx, batch_size=30, seed=0, collate=col, drop_last=False, shuffle=False)
     assert no_drop.steps_per_epoch == 3 and len(no_drop.cells_for_step(2)) == 5
     np.testing.assert_array_equal(no_drop.cells_for_step(0), np.arange(30))
 
 
 def test_dataloader_with_worker_matches_main_process():
     c = Corpus.from_adatas(_two())
-    kw = dict(batch_size=8, n_revealed=3, seed=2)
+    kw = dict(batch_size=8, seed=2, collate=PretrainCollator(RevealSpec(3)))
     a = _take(make_dataloader(c, np.arange(65), **kw), 3)
     b = _take(make_dataloader(c, np.arange(65), num_workers=1, **kw), 3)
     for x, y in zip(a, b):

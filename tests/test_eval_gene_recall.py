@@ -10,7 +10,7 @@ import pytest
 
 from tfmkit.errors import TfmkitError
 from tfmkit.evaluation import gene_recall as GR
-from tfmkit.evaluation import genesets
+from tfmkit.datasets import genesets
 
 
 def test_known_pairs_brute_force():

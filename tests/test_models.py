@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from tfmkit.data import keys as K
 from tfmkit.models import PAPER_PARAMS, PRESETS, build_model
 from tfmkit.objectives import ACTIVATIONS, poisson_nll, rectified_tanh
 
@@ -36,25 +37,37 @@ def _inputs(B=3, Kr=7, G=50, seed=0):
     return ids, torch.rand(B, Kr, generator=g) * 4
 
 
+def _batch(ids, vals, padding=None):
+    b = {K.GENE_IDS: ids, K.VALUES: vals}
+    if padding is not None:
+        b[K.PADDING] = padding
+    return b
+
+
 def test_forward_shapes_and_range():
     m = build_model("tiny", 50).eval()
     ids, vals = _inputs()
-    out = m(ids, vals)
-    assert out["cls"].shape == (3, 128) and out["logits"].shape == (3, 50)
-    assert out["pred"].min() >= 0 and out["pred"].max() < math.log(1e5 + 1)
+    out = m(_batch(ids, vals))
+    assert out.cell.shape == (3, 128) and out.gene_logits.shape == (3, 50)
+    assert out.token_states.shape == (3, 7, 128)
+    assert out.gene_pred.min() >= 0 and out.gene_pred.max() < math.log(1e5 + 1)
+    bounded = build_model("tiny", 50, library_size=10.0).eval()  # the data's L bounds the output
+    assert bounded(_batch(ids, vals)).gene_pred.max() <= math.log(11.0) + 1e-6
 
 
 def test_padding_is_ignored_and_order_invariant():
     m = build_model("tiny", 50).eval()
     ids, vals = _inputs(B=1, Kr=6)
-    base = m(ids, vals)["cls"]
+    base = m(_batch(ids, vals)).cell
     perm = torch.randperm(6)
-    assert torch.allclose(m(ids[:, perm], vals[:, perm])["cls"], base, atol=1e-5)  # a set, not a sequence
+    assert torch.allclose(m(_batch(ids[:, perm], vals[:, perm])).cell, base, atol=1e-5)  # a set
     pad_ids = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], 1)
     pad_vals = torch.cat([vals, torch.full((1, 4), 9.0)], 1)
     padding = torch.zeros(1, 10, dtype=torch.bool)
     padding[:, 6:] = True
-    assert torch.allclose(m(pad_ids, pad_vals, padding)["cls"], base, atol=1e-5)
+    assert torch.allclose(m(_batch(pad_ids, pad_vals, padding)).cell, base, atol=1e-5)
+    mean = m.cell_embedding(_batch(pad_ids, pad_vals, padding), pooling="mean")
+    assert torch.allclose(mean, m.cell_embedding(_batch(ids, vals), pooling="mean"), atol=1e-5)
 
 
 def test_concat_token_is_gene_embedding_then_value():
@@ -70,7 +83,7 @@ def test_concat_token_is_gene_embedding_then_value():
 def test_decoder_depths(layers):
     m = build_model("tiny", 30, decoder_layers=layers)
     ids, vals = _inputs(G=30)
-    assert m(ids, vals)["logits"].shape == (3, 30)
+    assert m(_batch(ids, vals)).gene_logits.shape == (3, 30)
     assert len(m.decoder.layers) == layers
 
 
@@ -111,5 +124,5 @@ def test_poisson_nll_matches_equation_2_and_masks():
 def test_every_activation_builds_a_model(name):
     m = build_model("tiny", 25, activation=name)
     ids, vals = _inputs(G=25)
-    out = m(ids, vals)
-    assert torch.isfinite(out["pred"]).all() and out["pred"].shape == (3, 25)
+    out = m(_batch(ids, vals))
+    assert torch.isfinite(out.gene_pred).all() and out.gene_pred.shape == (3, 25)

@@ -34,23 +34,16 @@ def _datasets():
 def _fixed_batch_embedding(model_dir) -> np.ndarray:
     """CLS of cells 0..9 of the corpus, revealing 16 genes drawn with generator seed 0."""
     import tfmkit
+    from tfmkit.data.collate import PretrainCollator
     from tfmkit.data.corpus import Corpus
+    from tfmkit.data.masking import RevealSpec
 
     bundle = tfmkit.load_model(model_dir)
-    vocab = bundle.vocab
-    corpus = Corpus.from_adatas(_datasets(), vocab=vocab)
-    module = getattr(bundle, "module", bundle)
-    return tfmkit.embed_batch(module, corpus, np.arange(10), n_revealed=16, seed=0) \
-        if hasattr(tfmkit, "embed_batch") else _legacy_embedding(module, corpus)
-
-
-def _legacy_embedding(model, corpus) -> np.ndarray:  # the pre-redesign API, used to record
-    from tfmkit.data import keys as K
-
-    batch = corpus.batch(np.arange(10), n_revealed=16, generator=torch.Generator().manual_seed(0))
+    corpus = Corpus.from_adatas(_datasets(), vocab=bundle.vocab)
+    batch = PretrainCollator(RevealSpec(n_revealed=16))(corpus, np.arange(10),
+                                                        torch.Generator().manual_seed(0))
     with torch.no_grad():
-        h = model.encode(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
-    return h[:, 0].numpy()
+        return bundle.module.cell_embedding(batch, pooling="cls").numpy()  # (10, 32)
 
 
 def run(tmp_path) -> dict:

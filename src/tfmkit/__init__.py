@@ -4,12 +4,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "embed", "gene_embeddings", "__version__"]
+__all__ = ["load_model", "embed", "gene_embeddings", "reconstruct", "TrainedModel", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy: `import tfmkit` stays fast (no torch/scanpy import until needed).
-    if name in ("load_model", "embed", "gene_embeddings", "reconstruct"):
+    if name in ("load_model", "embed", "gene_embeddings", "reconstruct", "TrainedModel"):
         from tfmkit import inference
 
         return getattr(inference, name)

@@ -5,7 +5,7 @@ A *model directory* holds::
     model.safetensors      weights (safetensors: no pickle is ever loaded)
     config.json            the RunConfig (model/data/train) + n_genes + tfmkit version
     vocab.json             the GeneVocab
-    criterion.safetensors  learned loss parameters (NB dispersion, depth-shift s0), if any
+    criterion.safetensors  the task's learned parameters (NB dispersion, depth-shift s0, heads), if any
     optimizer.safetensors  AdamW moments (resumable checkpoints only)
     trainer_state.json     step, scheduler state, optimizer hyper-parameters, RNG state
 

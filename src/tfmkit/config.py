@@ -1,8 +1,10 @@
 """Run configuration: typed dataclasses loaded from YAML with ``key=value`` overrides.
 
-A run YAML has three sections, ``model`` (:class:`tfmkit.models.ModelConfig`), ``data``
-(:class:`DataConfig`) and ``train`` (:class:`TrainConfig`); ``model.preset`` fills in the
-architecture before the other model keys are applied. Overrides use dotted keys
+A run YAML has three sections, ``model`` (the family's config dataclass, e.g.
+:class:`tfmkit.models.TxFMConfig`), ``data`` (:class:`DataConfig`) and ``train``
+(:class:`TrainConfig`); ``model.family`` (default ``txfm``) and ``model.preset`` fill in the
+architecture before the other model keys are applied. Loading checks that the task
+(``train.task`` / ``train.objective``) and the model family fit (:func:`tfmkit.tasks.check_compatible`). Overrides use dotted keys
 (``train.steps=200 model.depth=4 data.n_revealed=512``) with YAML-typed values.
 """
 
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from tfmkit.data.masking import DEFAULT_N_REVEALED, RevealSpec
 from tfmkit.errors import TfmkitError
-from tfmkit.models.config import PRESETS, ModelConfig, preset_config
+from tfmkit.models.build import check_fields, config_from_dict
+from tfmkit.models.protocol import FamilyConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -34,8 +38,9 @@ class DataConfig:
     min_cells: int = 10
     """Keep vocabulary genes detected in at least this many corpus cells."""
     library_size: float = 1e5
-    """Library-size normalisation target ``L`` (TxFM eq. 3)."""
-    n_revealed: int = 256
+    """Library-size normalisation target ``L`` (TxFM eq. 3); the one ``L`` of a run: the targets
+    and the bound of TxFM's ``rectified_tanh`` (``log(L+1)``) both use it."""
+    n_revealed: int = DEFAULT_N_REVEALED
     """``K``: genes revealed to the encoder per cell (capped by the cell's observable genes)."""
     tau: float = 0.0
     """Frequency-weighted masking temperature (``w_i ∝ m_i^tau``); 0 = uniform (TxFM default)."""
@@ -43,6 +48,11 @@ class DataConfig:
     """Reveal only nonzero genes (encodings paper) instead of any observable gene."""
     val_fraction: float = 0.05
     """Fraction of cells held out (per dataset) for the validation loss."""
+
+    @property
+    def reveal(self) -> RevealSpec:
+        """The reveal-sampling spec of these settings."""
+        return RevealSpec(n_revealed=self.n_revealed, tau=self.tau, expressed_only=self.expressed_only)
 
 
 @dataclass
@@ -67,6 +77,8 @@ class TrainConfig:
     """AdamW epsilon."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 disables)."""
+    task: str = "pretrain"
+    """Training task (``tfmkit.tasks.TASKS``): ``pretrain`` = self-supervised ``objective``."""
     objective: str = "poisson_nll"
     """Training objective (criterion name; see ``tfmkit.objectives``)."""
     objective_kwargs: dict = field(default_factory=dict)
@@ -93,7 +105,7 @@ class TrainConfig:
 class RunConfig:
     """A whole pretraining run."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: FamilyConfig = field(default_factory=lambda: config_from_dict({}))
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -104,32 +116,27 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """Build and check a run config from its YAML mapping (model / data / train)."""
+        from tfmkit.tasks import check_compatible
+
         d = dict(d or {})
         unknown = set(d) - {"model", "data", "train"}
         if unknown:
             raise TfmkitError(f"unknown config section(s) {sorted(unknown)}; use model, data, train")
+        data = _section(DataConfig, d.get("data"))
         model = dict(d.get("model") or {})
-        preset = model.pop("preset", "tiny")
-        if preset not in PRESETS:
-            raise TfmkitError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
-        _check_keys(ModelConfig, model, "model")
-        return cls(
-            model=preset_config(preset, **model),
-            data=_section(DataConfig, d.get("data")),
-            train=_section(TrainConfig, d.get("train")),
-        )
-
-
-def _check_keys(cls, d: dict, label: str) -> None:
-    known = {f.name for f in fields(cls)}
-    bad = set(d) - known
-    if bad:
-        raise TfmkitError(f"unknown {label} option(s) {sorted(bad)}; valid: {sorted(known)}")
+        if "library_size" in model:  # configs and checkpoints written before L had one home
+            if float(model.pop("library_size")) != float(data.library_size):
+                raise TfmkitError("model.library_size is no longer a model option; set "
+                                  "data.library_size (the one normalisation target L of a run)")
+        cfg = cls(model=config_from_dict(model), data=data, train=_section(TrainConfig, d.get("train")))
+        check_compatible(cfg)
+        return cfg
 
 
 def _section(cls, d):
     d = dict(d or {})
-    _check_keys(cls, d, cls.__name__)
+    check_fields(cls, d, cls.__name__)
     if "betas" in d:
         d["betas"] = tuple(d["betas"])
     return cls(**d)

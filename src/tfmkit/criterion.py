@@ -6,8 +6,9 @@ right model output and batch fields for one of them, builds the gene mask, and o
 ``nn.Module`` so those parameters are trained and checkpointed with the model: **add
 ``criterion.parameters()`` to the optimiser** (empty for most objectives).
 
-Model outputs ``out`` (TxFM, :mod:`tfmkit.models.txfm`): ``logits`` (B, G) decoder
-pre-activation, ``pred`` (B, G) post-activation, ``cls`` (B, D). Batch keys
+Model outputs ``out``: a :class:`~tfmkit.models.protocol.ModelOutput` (or a mapping with the
+same names): ``gene_logits`` (B, G) decoder pre-activation, ``gene_pred`` (B, G) after the output
+activation, head outputs by name (``wced_expressed``, ``wced_value``). Batch keys
 (:mod:`tfmkit.data.keys`): ``TARGET`` (B, G) log1p-normalised, ``OBSERVABLE`` (B, G) bool,
 ``COUNTS`` (B, G) raw counts, ``REVEALED`` (B, G) bool, ``LIBRARY_SIZE`` (B,).
 
@@ -17,14 +18,14 @@ unmasked alike); ``"masked"`` = observable genes *not* shown to the encoder.
 Families (registered in ``CRITERIA`` under the objective names, usable as YAML
 ``train.objective``):
 
-- log1p space (``poisson_nll``, ``mse``, ``smooth_l1``): ``out["pred"]`` vs ``TARGET``.
+- log1p space (``poisson_nll``, ``mse``, ``smooth_l1``): ``gene_pred`` vs ``TARGET``.
 - counts (``nb_nll``, ``geometric_count_nll``, ``proportional_ce``, ``gpl_nll``):
-  ``out["logits"]`` vs ``COUNTS``, optionally depth-shifted ``phi' = phi + s0 log(U / V)``
+  ``gene_logits`` vs ``COUNTS``, optionally depth-shifted ``phi' = phi + s0 log(U / V)``
   (``U`` = ``LIBRARY_SIZE``, ``V`` = number of observable genes; GPL §4.2.3).
-- ``wced_loss``: needs a model with a WCED head returning ``out["wced_expressed"]`` and
-  ``out["wced_value"]`` (B, G); input genes = ``REVEALED``.
+- ``wced_loss``: needs a model with a WCED head returning the head outputs ``wced_expressed``
+  and ``wced_value`` (B, G); input genes = ``REVEALED``.
 
-An optional z-loss ``alpha (logsumexp_{observable} phi)^2`` on ``out["logits"]`` (before any
+An optional z-loss ``alpha (logsumexp_{observable} phi)^2`` on ``gene_logits`` (before any
 depth shift) is added when ``z_loss_weight > 0``.
 """
 
@@ -37,6 +38,7 @@ from torch import nn
 
 from tfmkit.data import keys as K
 from tfmkit.errors import TfmkitError
+from tfmkit.models.protocol import ModelOutput
 from tfmkit.objectives import OBJECTIVES, depth_shift, nb_nll, z_loss
 from tfmkit.registry import Registry
 
@@ -127,13 +129,14 @@ class Criterion(nn.Module):
             )
         return dict(kwargs)
 
-    def _get(self, mapping: dict, key: str, what: str) -> torch.Tensor:
-        if key not in mapping:
+    def _get(self, mapping, key: str, what: str) -> torch.Tensor:
+        value = mapping.get(key) if hasattr(mapping, "get") else None
+        if value is None:
+            have = sorted(mapping.available()) if isinstance(mapping, ModelOutput) else sorted(mapping)
             raise TfmkitError(
                 f"objective {self.name!r} needs {what} {key!r}, which is missing; "
-                f"available: {sorted(mapping)}"
+                f"available: {have}"
             )
-        value = mapping[key]
         if value.ndim == 2 and value.shape[-1] != self.n_genes:
             raise TfmkitError(
                 f"{what} {key!r} has {value.shape[-1]} genes but the criterion was built for "
@@ -177,7 +180,7 @@ class Criterion(nn.Module):
         mask = self.loss_mask(batch, like)  # (B, G)
         loss = self.compute(out, batch, mask)  # (B,)
         if self.z_loss_weight > 0:
-            logits = self._get(out, "logits", "model output")
+            logits = self._get(out, "gene_logits", "model output")
             loss = loss + z_loss(logits, self.observable(batch, logits), self.z_loss_weight)
         return loss
 
@@ -192,13 +195,13 @@ class Criterion(nn.Module):
 @CRITERIA.register("mse")
 @CRITERIA.register("smooth_l1")
 class Log1pCriterion(Criterion):
-    """``objective(out["pred"], batch[TARGET], mask)``: losses on log1p-normalised values."""
+    """``objective(gene_pred, batch[TARGET], mask)``: losses on log1p-normalised values."""
 
     batch_keys = (K.TARGET,)
-    output_keys = ("pred",)
+    output_keys = ("gene_pred",)
 
     def compute(self, out: dict, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-        pred = self._get(out, "pred", "model output").float()  # (B, G)
+        pred = self._get(out, "gene_pred", "model output").float()  # (B, G)
         target = self._get(batch, K.TARGET, "batch key").float()  # (B, G)
         return self.objective(pred, target, mask, **self.kwargs)
 
@@ -207,14 +210,14 @@ class Log1pCriterion(Criterion):
 @CRITERIA.register("proportional_ce")
 @CRITERIA.register("gpl_nll")
 class CountCriterion(Criterion):
-    """``objective(shift(out["logits"]), batch[COUNTS], mask)``: count / ranking likelihoods."""
+    """``objective(shift(gene_logits), batch[COUNTS], mask)``: count / ranking likelihoods."""
 
     batch_keys = (K.COUNTS,)
-    output_keys = ("logits",)
+    output_keys = ("gene_logits",)
     supports_depth_shift = True
 
     def compute(self, out: dict, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.shift(self._get(out, "logits", "model output"), batch)  # (B, G)
+        logits = self.shift(self._get(out, "gene_logits", "model output"), batch)  # (B, G)
         counts = self._get(batch, K.COUNTS, "batch key")  # (B, G)
         return self.objective(logits, counts, mask=mask, **self.kwargs)
 
@@ -237,35 +240,27 @@ class NBCriterion(CountCriterion):
         return self.log_dispersion.exp()
 
     def compute(self, out: dict, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.shift(self._get(out, "logits", "model output"), batch)  # (B, G)
+        logits = self.shift(self._get(out, "gene_logits", "model output"), batch)  # (B, G)
         counts = self._get(batch, K.COUNTS, "batch key")  # (B, G)
         return nb_nll(logits, counts, self.dispersion, mask, **self.kwargs)
 
 
 @CRITERIA.register("wced_loss")
 class WCEDCriterion(Criterion):
-    """BMFM WCED: needs ``out["wced_expressed"]`` and ``out["wced_value"]`` (B, G) from a WCED
+    """BMFM WCED: needs the head outputs ``wced_expressed`` and ``wced_value`` (B, G) of a WCED
     head; ``REVEALED`` genes form the input (autoencoder) term, the rest the masking term."""
 
     batch_keys = (K.TARGET,)
     output_keys = ("wced_expressed", "wced_value")
-
-    def forward(self, out: dict, batch: dict) -> torch.Tensor:
-        if not all(k in out for k in self.output_keys):
-            raise TfmkitError(
-                "objective 'wced_loss' needs a model with a WCED head (outputs 'wced_expressed' "
-                "and 'wced_value'); this model returns "
-                + ", ".join(sorted(out))
-                + "; pick another train.objective or a WCED model"
-            )
-        return super().forward(out, batch)
 
     def compute(self, out: dict, batch: dict, mask: torch.Tensor) -> torch.Tensor:
         target = self._get(batch, K.TARGET, "batch key").float()  # (B, G)
         input_mask = None
         if self.loss_on == "all" and K.REVEALED in batch:
             input_mask = batch[K.REVEALED].bool()  # (B, G) autoencoder vs masking terms
-        return self.objective(out["wced_expressed"], out["wced_value"], target, mask, input_mask)
+        expressed = self._get(out, "wced_expressed", "model output")  # (B, G)
+        value = self._get(out, "wced_value", "model output")  # (B, G)
+        return self.objective(expressed, value, target, mask, input_mask)
 
 
 def build_criterion(

@@ -15,6 +15,8 @@ Gene encoders: ``learned`` (embedding table), ``pretrained`` (user table gene ->
 an MLP, learned rows for genes the table lacks). Expression encoders (values are log1p-normalised):
 ``concat`` (TxFM), ``mlp``, ``hard_bin``, ``log_bin``, ``soft_bin``, ``periodic``; every summed
 encoder takes ``zero_token=True`` to give exact zeros their own learned vector (BMFM §2.2.6).
+The bin computations of ``hard_bin`` / ``log_bin`` are the pure functions of
+:mod:`tfmkit.data.transforms`; the encoders only own the learned bin tables.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tfmkit.data.transforms import hard_bins, log2_bins
 from tfmkit.errors import TfmkitError
 from tfmkit.registry import Registry
 
@@ -344,20 +347,8 @@ class HardBinExpression(_SummedExpression):
         self.embedding = nn.Embedding(n_bins, dim)
 
     def bins(self, values: torch.Tensor) -> torch.Tensor:
-        """Bin index ``(B, K)`` int64 of every value."""
-        nz = values > 0  # (B, K)
-        if self.edges is not None:
-            b = 1 + torch.bucketize(values, self.edges, right=True)  # (B, K)
-        else:
-            srt = torch.sort(values, dim=-1).values  # (B, K)
-            below = torch.searchsorted(
-                srt.contiguous(), values.contiguous(), right=False
-            )  # (B, K) #values < x
-            n_zero = (~nz).sum(-1, keepdim=True)  # (B, 1) zeros (and negatives) sort first
-            rank = (below - n_zero).clamp_min(0)
-            n = nz.sum(-1, keepdim=True).clamp_min(1)
-            b = 1 + torch.div(rank * (self.n_bins - 1), n, rounding_mode="floor")
-        return torch.where(nz, b.clamp_max(self.n_bins - 1), 0)
+        """Bin index ``(B, K)`` int64 of every value (:func:`tfmkit.data.transforms.hard_bins`)."""
+        return hard_bins(values, self.n_bins, self.edges)  # (B, K)
 
     def encode(self, values: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.bins(values))  # (B, K, dim)
@@ -381,10 +372,8 @@ class LogBinExpression(_SummedExpression):
         self.embedding = nn.Embedding(self.max_bin + 1, dim)
 
     def bins(self, values: torch.Tensor) -> torch.Tensor:
-        """Bin index ``(B, K)`` int64."""
-        x = values.clamp_min(0)
-        log2 = x / math.log(2.0) if self.input == "log1p" else torch.log2(x + 1.0)
-        return torch.floor(log2 + 1e-6).long().clamp(0, self.max_bin)  # 1e-6: exact powers of 2
+        """Bin index ``(B, K)`` int64 (:func:`tfmkit.data.transforms.log2_bins`)."""
+        return log2_bins(values, self.max_bin, self.input)  # (B, K)
 
     def encode(self, values: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.bins(values))  # (B, K, dim)

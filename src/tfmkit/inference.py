@@ -1,174 +1,164 @@
 """Inference API: load a model, embed cells, export gene embeddings, reconstruct expression.
 
-All functions take an AnnData of raw counts; genes are matched to the model vocabulary by HGNC
-symbol (after :func:`tfmkit.data.hgnc.harmonize_genes`), and genes the model does not know are
-reported and ignored.
+Every function takes a trained model as a :class:`~tfmkit.bundle.TrainedModel` (from
+:func:`load_model`), a model directory, or a bare model module plus its ``vocab``; and an AnnData
+of raw counts. Genes are matched to the model vocabulary by HGNC symbol (after
+:func:`tfmkit.data.hgnc.harmonize_genes`); genes the model does not know are reported and ignored.
+Only the model protocol is used (``cell_embedding``, ``gene_tables``, ``forward``), so every
+registered family works.
 """
 
 from __future__ import annotations
+
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from tfmkit.data import keys as K
+from tfmkit.bundle import TrainedModel, as_trained_model, load_model
 from tfmkit.errors import TfmkitError
 from tfmkit.progress import progress_bar as _bar
+
+__all__ = ["DEFAULT_KEY", "TrainedModel", "embed", "gene_embeddings", "load_model", "reconstruct"]
 
 DEFAULT_KEY = "X_tfmkit"
 
 
-def load_model(path, *, device: str = "cpu") -> torch.nn.Module:
-    """Load a model directory written by ``tfmkit pretrain`` / ``tfmkit demo`` (eval mode).
-
-    The returned module has ``.vocab`` (:class:`~tfmkit.data.vocab.GeneVocab`), ``.config``
-    (:class:`~tfmkit.models.ModelConfig`), ``.run_config`` (:class:`~tfmkit.config.RunConfig`)
-    and ``.source`` (the directory it came from).
-    """
-    from tfmkit import checkpoint as ckpt
-    from tfmkit.config import RunConfig
-    from tfmkit.data.vocab import GeneVocab
-    from tfmkit.models import build_model
-
-    saved = ckpt.read_checkpoint(path)
-    cfg = saved["config"]
-    run = RunConfig.from_dict({k: cfg[k] for k in ("model", "data", "train") if k in cfg})
-    vocab = GeneVocab.from_dict(saved["vocab"])
-    model = build_model(run.model, int(cfg.get("n_genes", vocab.n_genes)))
-    try:
-        model.load_state_dict(saved["weights"])
-    except RuntimeError as err:
-        raise TfmkitError(f"checkpoint {saved['dir']} does not match its config "
-                          f"({str(err).splitlines()[0]}); it is corrupt or from another version") from None
-    model.vocab, model.run_config, model.source = vocab, run, str(saved["dir"])
-    model.step = int(cfg.get("step", 0))
-    return model.to(device).eval()
-
-
-def _as_model(model):
-    return load_model(model) if not isinstance(model, torch.nn.Module) else model
-
-
-def _corpus_for(adata, model, layer=None, library_key=None):
-    """Align ``adata`` to the model vocabulary as a one-dataset sparse corpus."""
+def _corpus_for(adata, bm: TrainedModel, layer=None, library_key=None, allow_low_coverage=False):
+    """Align ``adata`` to the model vocabulary as a one-dataset in-memory store."""
     from tfmkit.data.corpus import Corpus
 
-    if model.vocab is None:
-        raise TfmkitError("the model has no gene vocabulary attached; load it with tfmkit.load_model")
-    return Corpus.from_adata_for_inference(adata, model.vocab, layer=layer, library_key=library_key)
+    return Corpus.from_adata_for_inference(adata, bm.vocab, layer=layer, library_key=library_key,
+                                           allow_low_coverage=allow_low_coverage)
 
 
-def _batches(corpus, model, *, n_revealed, batch_size, seed, view):
-    data = model.run_config.data if hasattr(model, "run_config") else None
-    n_revealed = n_revealed or (data.n_revealed if data else 2048)
-    expressed_only = bool(data.expressed_only) if data else False
-    library_size = data.library_size if data else model.config.library_size
+def _collator(bm: TrainedModel, n_revealed: int | None):
+    """The training reveal rule (K, expressed-only) and ``L`` of the model; uniform over the
+    candidates (τ weights are a statistic of the training corpus, not used at inference)."""
+    from tfmkit.data.collate import PretrainCollator
+
+    data = bm.run_config.data
+    spec = replace(data.reveal, tau=0.0, n_revealed=int(n_revealed or data.n_revealed))
+    return PretrainCollator(spec, data.library_size)
+
+
+def _batches(corpus, collate, *, batch_size: int, seed: int, view: int, device):
     n = corpus.n_cells
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
         g = torch.Generator().manual_seed(hash((seed, view, start)) % (2**63))
-        yield idx, corpus.batch(idx, n_revealed=n_revealed, library_size=library_size,
-                                generator=g, expressed_only=expressed_only)
-
-
-def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
+        batch = collate(corpus, idx, g)
+        yield idx, batch, {k: t.to(device) for k, t in batch.items()}
 
 
 @torch.no_grad()
-def embed(adata, model, *, key: str = DEFAULT_KEY, n_revealed: int | None = None,
-          n_views: int = 1, batch_size: int = 64, seed: int = 0, layer: str | None = None,
-          library_key: str | None = None, progress: bool = False, copy: bool = False):
-    """CLS embedding of every cell (TxFM ``e``) into ``adata.obsm[key]``.
+def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int | None = None,
+          n_views: int = 1, pooling: str = "cls", batch_size: int = 64, seed: int = 0,
+          layer: str | None = None, library_key: str | None = None,
+          allow_low_coverage: bool = False, progress: bool = False, copy: bool = False):
+    """Cell embedding of every cell into ``adata.obsm[key]`` (TxFM: the CLS state ``e``).
 
-    Each cell reveals ``n_revealed`` observable genes (default: the model's training ``K``),
-    sampled with a fixed ``seed``; ``n_views > 1`` averages the CLS over independent maskings.
-    ``library_key`` names an ``obs`` column of per-cell total counts, for inputs that keep only a
-    gene subset (e.g. pbmc68k's 765 genes with ``n_counts`` from the full transcriptome).
+    Each cell reveals ``n_revealed`` observable genes (default: the model's training ``K``, with
+    its training reveal rule), sampled with a fixed ``seed``; ``n_views > 1`` averages the
+    embedding over independent reveals. ``pooling`` is ``cls``, ``mean`` (token states) or
+    ``cls+mean``. ``layer`` names the layer with raw counts (``"raw"`` = ``adata.raw``);
+    ``library_key`` an ``obs`` column of per-cell total counts, for inputs that keep only a gene
+    subset (e.g. pbmc68k's 765 genes with ``n_counts`` from the full transcriptome). Low gene
+    coverage of the vocabulary is refused unless ``allow_low_coverage``.
 
-    Keys written: ``.obsm[key]`` (cells x d float32), ``.uns['tfmkit']`` (provenance: model
-    path, preset, training step, K, views, seed, genes used). ``.var``/``.X`` are untouched.
-    Returns the AnnData if ``copy`` else ``None``.
+    Keys written: ``.obsm[key]`` (cells x D float32) and ``.uns['tfmkit'][key]`` (provenance:
+    model path, family, preset, training step, K, views, pooling, seed, genes used, cells with
+    no counts in the model's genes). Nothing else is changed. Returns the AnnData if ``copy``.
     """
-    model = _as_model(model)
+    bm = as_trained_model(model, vocab)
     adata = adata.copy() if copy else adata
-    corpus = _corpus_for(adata, model, layer, library_key)
-    device = _device_of(model)
-    was_training = model.training
-    model.eval()
-    out = np.zeros((adata.n_obs, model.config.dim), dtype=np.float32)
+    corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage)
+    collate = _collator(bm, n_revealed)
+    module = bm.module
+    was_training = module.training
+    module.eval()
+    out = None
     total = n_views * ((corpus.n_cells + batch_size - 1) // batch_size)
     bar = _bar(progress, total, "embed")
     for v in range(n_views):
-        for idx, batch in _batches(corpus, model, n_revealed=n_revealed, batch_size=batch_size,
-                                   seed=seed, view=v):
-            batch = {k: t.to(device) for k, t in batch.items()}
-            h = model.encode(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])  # (B, K+1, D)
-            out[idx] += h[:, 0].float().cpu().numpy() / n_views
+        for idx, _, batch in _batches(corpus, collate, batch_size=batch_size, seed=seed, view=v,
+                                      device=bm.device):
+            e = module.cell_embedding(batch, pooling=pooling).float().cpu().numpy()  # (B, D)
+            if out is None:
+                out = np.zeros((adata.n_obs, e.shape[1]), dtype=np.float32)
+            out[idx] += e / n_views
             if bar:
                 bar.advance(bar.task_ids[0])
     if bar:
         bar.stop()
-    model.train(was_training)
+    module.train(was_training)
+    n_empty = int((np.diff(corpus.counts[0].indptr) == 0).sum())
+    if n_empty:
+        print(f"warning: {n_empty} of {adata.n_obs} cells have no counts in the model's genes; "
+              "their embeddings carry no information about them (uns['tfmkit'] records the count)",
+              file=sys.stderr)
     adata.obsm[key] = out
     prov = dict(adata.uns.get("tfmkit", {}))
     prov[key] = {
-        "model": getattr(model, "source", None), "preset": model.config.preset,
-        "step": getattr(model, "step", None), "n_revealed": int(n_revealed or model.run_config.data.n_revealed),
-        "n_views": n_views, "seed": seed, "n_genes_used": int(len(corpus.observable[0])),
-        "n_genes_vocab": model.vocab.n_genes, "tfmkit_version": __import__("tfmkit").__version__,
+        "model": bm.source, "family": bm.family, "preset": bm.model_config.preset,
+        "step": bm.step, "n_revealed": int(collate.reveal.n_revealed), "n_views": n_views,
+        "pooling": pooling, "seed": seed, "n_genes_used": int(len(corpus.observable[0])),
+        "n_genes_vocab": bm.vocab.n_genes, "n_cells_no_counts": n_empty,
+        "tfmkit_version": __import__("tfmkit").__version__,
     }
     adata.uns["tfmkit"] = prov
     return adata if copy else None
 
 
-def gene_embeddings(model, kind: str = "encoder") -> pd.DataFrame:
+def gene_embeddings(model, kind: str = "encoder", *, vocab=None) -> pd.DataFrame:
     """Per-gene learned vectors as a ``genes x dims`` DataFrame.
 
-    ``kind="encoder"``: the input gene tokens ``E_i`` (special tokens excluded);
-    ``kind="decoder"``: the rows of the decoder output layer (TxFM §B.3 "decoder gene weights").
+    ``kind`` is a key of the family's ``gene_tables()``: for TxFM ``"encoder"`` (the input gene
+    tokens ``E_i``) or ``"decoder"`` (the rows of the decoder output layer, TxFM §B.3).
     """
-    from tfmkit.models.txfm import N_SPECIAL_TOKENS
-
-    model = _as_model(model)
-    if kind == "encoder":
-        gene = model.embed.gene
-        if not hasattr(gene, "gene_table"):
-            raise TfmkitError(f"gene encoder {model.config.gene_encoder!r} has no gene table to export")
-        table = gene.gene_table()[N_SPECIAL_TOKENS:]
-    elif kind == "decoder":
-        table = model.decoder.gene_table()
-    else:
-        raise TfmkitError(f"kind must be 'encoder' or 'decoder', not {kind!r}")
-    arr = table.detach().float().cpu().numpy()
-    return pd.DataFrame(arr, index=pd.Index(model.vocab.genes, name="gene"),
+    bm = as_trained_model(model, vocab)
+    tables = bm.module.gene_tables()
+    if kind not in tables:
+        raise TfmkitError(f"model family {bm.family!r} has no {kind!r} gene table; "
+                          f"choose one of: {', '.join(sorted(tables))}")
+    arr = tables[kind].detach().float().cpu().numpy()  # (G, d)
+    return pd.DataFrame(arr, index=pd.Index(bm.vocab.genes, name="gene"),
                         columns=[f"{kind}_{i}" for i in range(arr.shape[1])])
 
 
 @torch.no_grad()
-def reconstruct(adata, model, *, n_revealed: int | None = None, seed: int = 0,
+def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, seed: int = 0,
                 batch_size: int = 64, layer: str | None = None, library_key: str | None = None) -> dict:
     """Predict every vocabulary gene of every cell from ``n_revealed`` revealed genes.
 
-    Returns numpy arrays over the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions in
-    log1p space (after the output activation), ``logits`` (N, G), ``target`` (N, G) lognorm
-    targets, ``counts`` (N, G), ``observable`` (N, G) bool, ``revealed`` (N, G) bool, and
-    ``genes`` (list). Dense: intended for evaluation subsets, not whole atlases.
+    Needs a family that produces ``gene_logits`` (and ``gene_pred``). Returns numpy arrays over
+    the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions after the output activation
+    (log1p space for TxFM), ``logits`` (N, G), ``target`` (N, G) lognorm targets, ``counts``
+    (N, G), ``observable`` (N, G) bool, ``revealed`` (N, G) bool, and ``genes`` (list). Dense:
+    intended for evaluation subsets, not whole atlases.
     """
-    model = _as_model(model)
-    corpus = _corpus_for(adata, model, layer, library_key)
-    device = _device_of(model)
-    model.eval()
+    from tfmkit.data import keys as K
+
+    bm = as_trained_model(model, vocab)
+    if "gene_logits" not in type(bm.module).outputs:
+        raise TfmkitError(f"model family {bm.family!r} does not predict per-gene expression; "
+                          "reconstruction needs gene_logits")
+    corpus = _corpus_for(adata, bm, layer, library_key)
+    collate = _collator(bm, n_revealed)
+    bm.module.eval()
     parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}
-    for _, batch in _batches(corpus, model, n_revealed=n_revealed, batch_size=batch_size,
-                             seed=seed, view=0):
-        b = {k: t.to(device) for k, t in batch.items()}
-        out = model(b[K.GENE_IDS], b[K.VALUES], b[K.PADDING])
-        parts["pred"].append(out["pred"].float().cpu().numpy())
-        parts["logits"].append(out["logits"].float().cpu().numpy())
-        for name, key in (("target", K.TARGET), ("counts", K.COUNTS),
-                          ("observable", K.OBSERVABLE), ("revealed", K.REVEALED)):
-            parts[name].append(batch[key].cpu().numpy())
+    for _, cpu_batch, batch in _batches(corpus, collate, batch_size=batch_size, seed=seed, view=0,
+                                        device=bm.device):
+        out = bm.module(batch)
+        logits = out.gene_logits.float()  # (B, G)
+        pred = out.gene_pred if out.gene_pred is not None else logits
+        parts["pred"].append(pred.float().cpu().numpy())
+        parts["logits"].append(logits.cpu().numpy())
+        for name, k in (("target", K.TARGET), ("counts", K.COUNTS),
+                        ("observable", K.OBSERVABLE), ("revealed", K.REVEALED)):
+            parts[name].append(cpu_batch[k].cpu().numpy())
     res = {k: np.concatenate(v) for k, v in parts.items()}
-    res["genes"] = list(model.vocab.genes)
+    res["genes"] = list(bm.vocab.genes)
     return res

@@ -1,6 +1,9 @@
-"""The pretraining loop (SPEC §5): AdamW, one-cycle cosine, clipping, accumulation, checkpoints.
+"""The training loop (SPEC §5): AdamW, one-cycle cosine, clipping, accumulation, checkpoints.
 
-Read top to bottom: :func:`load_corpus` (data) -> :func:`build_training` (model, loss, optimiser,
+Family- and task-agnostic: the model comes from the family registry
+(:func:`tfmkit.models.build_model`), the batches and the loss from the run's task
+(:mod:`tfmkit.tasks`: ``task.collator(store)``, ``task.loss(model(batch), batch)``).
+Read top to bottom: :func:`load_corpus` (data) -> :func:`build_training` (model, task, optimiser,
 schedule) -> :func:`pretrain` (the loop). Exact resume: the batch of global step ``s`` depends only
 on ``(seed, s)`` (see :func:`tfmkit.data.corpus.make_dataloader`), and the checkpoint stores the
 weights, AdamW moments, scheduler position and RNG state, so a run resumed from step ``s`` ends
@@ -25,6 +28,7 @@ from tfmkit.data import keys as K
 from tfmkit.errors import TfmkitError
 
 LOG_FILE = "train_log.csv"
+RUN_CONFIG = "config.yaml"
 LOG_COLUMNS = ["step", "loss", "val_loss", "lr", "cells_per_s", "elapsed_s"]
 
 
@@ -94,40 +98,36 @@ class TrainingState:
     """Everything the loop mutates."""
 
     model: torch.nn.Module
-    criterion: torch.nn.Module
+    task: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     step: int = 0
 
 
 def build_training(cfg: RunConfig, n_genes: int, device: torch.device, vocab=None) -> TrainingState:
-    """Model, criterion, AdamW and the one-cycle cosine schedule of TxFM §A.1.
+    """Model (any registered family), task, AdamW and the one-cycle cosine schedule of TxFM §A.1.
 
-    A ``pretrained`` gene encoder is given the vocabulary gene list (``vocab``) so it can match
-    its table rows to token ids.
+    ``vocab`` gives encoders that match external gene tables the vocabulary's gene names.
     """
-    if cfg.model.gene_encoder == "pretrained" and vocab is not None:
-        cfg.model.gene_encoder_kwargs.setdefault("vocab_genes", list(vocab.genes))
-    from tfmkit.criterion import build_criterion
     from tfmkit.models import build_model
+    from tfmkit.tasks import build_task
 
+    task = build_task(cfg, n_genes)  # checks task x family before anything is built
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, n_genes).to(device)
-    model.vocab = vocab
-    criterion = build_criterion(cfg.train.objective, n_genes=n_genes,
-                                library_size=cfg.model.library_size,
-                                **cfg.train.objective_kwargs).to(device)
+    model = build_model(cfg.model, n_genes, library_size=cfg.data.library_size,
+                        vocab_genes=list(vocab.genes) if vocab is not None else None).to(device)
+    task = task.to(device)
     t = cfg.train
     wd = t.weight_decay if t.weight_decay is not None else 1.0 / (t.lr * t.steps)
     # learned loss parameters (NB dispersion, depth-shift s0) are not decayed towards zero
     params = [{"params": list(model.parameters())},
-              {"params": list(criterion.parameters()), "weight_decay": 0.0}]
+              {"params": list(task.parameters()), "weight_decay": 0.0}]
     # fused kernel on CUDA; on CPU the per-tensor loop measured 3-5x faster than fused/foreach
     impl = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=wd,
                                   **impl)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, OneCycleCosine(t.steps, t.warmup_frac))
-    return TrainingState(model, criterion, optimizer, scheduler)
+    return TrainingState(model, task, optimizer, scheduler)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -135,10 +135,10 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def training_loss(state: TrainingState, batch: dict, forward_model=None) -> torch.Tensor:
-    """Mean per-cell loss of one batch (model forward + criterion); ``forward_model`` is the
+    """Mean per-cell loss of one batch (model forward + task loss); ``forward_model`` is the
     DDP wrapper of ``state.model`` when distributed."""
-    out = (forward_model or state.model)(batch[K.GENE_IDS], batch[K.VALUES], batch[K.PADDING])
-    return state.criterion(out, batch).mean()
+    out = (forward_model or state.model)(batch)
+    return state.task.loss(out, batch).mean()
 
 
 @torch.no_grad()
@@ -153,23 +153,33 @@ def validation_loss(state: TrainingState, loader_iter, n_batches: int, device, p
     return sum(losses) / max(len(losses), 1)
 
 
-def _gene_weights(cfg: RunConfig, corpus):
-    if cfg.data.tau == 0:
-        return None
-    from tfmkit.data.masking import frequency_weights
-
-    return frequency_weights(corpus.nonzero_cells(), cfg.data.tau)
-
-
 def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path) -> None:
     config = {**cfg.to_dict(), "n_genes": vocab.n_genes, "step": state.step,
               "tfmkit_version": __import__("tfmkit").__version__}
     ckpt.save_checkpoint(
-        model_dir, model=state.model, config=config, vocab=vocab, criterion=state.criterion,
+        model_dir, model=state.model, config=config, vocab=vocab, criterion=state.task,
         optimizer=state.optimizer,
         trainer_state={"step": state.step, "scheduler": state.scheduler.state_dict(),
                        "rng": torch.get_rng_state()},
     )
+
+
+def check_resume_config(cfg: RunConfig, out_dir: Path) -> None:
+    """Refuse to resume ``out_dir`` with a config other than the one it was started with."""
+    import yaml
+
+    path = Path(out_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise TfmkitError(f"{out_dir} has no {RUN_CONFIG}, so it is not a resumable tfmkit run; "
+                          "start a new run instead of --resume")
+    saved = RunConfig.from_dict(yaml.safe_load(path.read_text())).to_dict()
+    now = cfg.to_dict()
+    diff = sorted(f"{sec}.{k}" for sec in now for k in set(now[sec]) | set(saved.get(sec, {}))
+                  if now[sec].get(k) != saved.get(sec, {}).get(k))
+    if diff:
+        raise TfmkitError(f"--resume would continue {out_dir} with a different config "
+                          f"({', '.join(diff)} differ from its {RUN_CONFIG}); resume without "
+                          "changing them, or start a new run in another --out")
 
 
 def init_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
@@ -194,7 +204,11 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]
 def _restore(state: TrainingState, saved: dict) -> None:
     state.model.load_state_dict(saved["weights"])
     if saved["criterion"]:
-        state.criterion.load_state_dict(saved["criterion"])
+        own = set(state.task.state_dict())
+        sd = saved["criterion"]
+        if not set(sd) <= own:  # written before tasks existed: the criterion's keys, unprefixed
+            sd = {f"criterion.{k}": v for k, v in sd.items()}
+        state.task.load_state_dict(sd)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["trainer_state"]["scheduler"])
     state.step = int(saved["trainer_state"]["step"])
@@ -237,6 +251,8 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     t = cfg.train
     rank, world, device = init_distributed(t.device)
     saved = ckpt.read_checkpoint(model_dir, with_optimizer=True) if resume else None
+    if resume:
+        check_resume_config(cfg, out_dir)
     if corpus is None:
         from tfmkit.data.vocab import GeneVocab
 
@@ -251,26 +267,27 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
 
         forward_model = DistributedDataParallel(
             state.model, device_ids=[device.index] if device.type == "cuda" else None)
-    if rank == 0:
+    if rank == 0 and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        tmp = out_dir / ".config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        os.replace(tmp, out_dir / RUN_CONFIG)
 
     train_idx, val_idx = corpus.split(cfg.data.val_fraction, seed=t.seed)
-    common = dict(n_revealed=cfg.data.n_revealed, library_size=cfg.data.library_size,
-                  gene_weights=_gene_weights(cfg, corpus), expressed_only=cfg.data.expressed_only)
+    collate = state.task.collator(corpus)
     micro = t.accumulate
     loader = make_dataloader(corpus, train_idx, batch_size=t.batch_size, seed=t.seed,
-                             start_step=state.step * micro, num_workers=t.num_workers,
-                             rank=rank, world_size=world, **common)
+                             collate=collate, start_step=state.step * micro,
+                             num_workers=t.num_workers, rank=rank, world_size=world)
     val_loader, n_val = None, 0
     if rank == 0 and t.val_every and len(val_idx) >= 1:  # same held-out batches every time
         vbs = min(t.batch_size, len(val_idx))
         val_loader = make_dataloader(corpus, val_idx, batch_size=vbs, seed=t.seed + 10_000,
-                                     shuffle=False, drop_last=False, **common)
+                                     collate=collate, shuffle=False, drop_last=False)
         n_val = max(1, min(t.val_batches, math.ceil(len(val_idx) / vbs)))
     log = _CsvLog(out_dir / LOG_FILE, append=resume) if rank == 0 else None
     end = min(t.steps, stop_after) if stop_after is not None else t.steps
-    clip_params = list(state.model.parameters()) + list(state.criterion.parameters())
+    clip_params = list(state.model.parameters()) + list(state.task.parameters())
     it = iter(loader)
     bar = _progress(progress and rank == 0, total=t.steps, start=state.step)
     state.model.train()

@@ -1,12 +1,12 @@
-"""A sparse multi-dataset training corpus aligned to one :class:`GeneVocab` (SPEC §2).
+"""A sparse multi-dataset training corpus aligned to one :class:`GeneVocab` (SPEC §2), and
+the step-seeded loader of batches.
 
 Each dataset keeps its own gene panel: a gene the dataset did not measure is *unobservable*
 for its cells (unknown, not zero). Counts stay in per-dataset CSR matrices whose columns are
-vocabulary gene indices; only the cells of one batch are ever densified. Batches follow TxFM
-§3: library-size normalisation to ``L`` (default 1e5) + ``log1p`` of every vocabulary gene as
-the target, and ``K`` revealed genes sampled among the cell's observable genes.
-
-Keys of the batch dict are the constants of :mod:`tfmkit.data.keys`.
+vocabulary gene indices; only the cells of one batch are ever densified. :class:`Corpus` is the
+in-memory implementation of :class:`tfmkit.data.store.CountStore` (alias ``InMemoryStore``);
+batches are built by a collator (:mod:`tfmkit.data.collate`), e.g. TxFM's
+:class:`~tfmkit.data.collate.PretrainCollator`, and served by :func:`make_dataloader`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tfmkit.data import keys
+from tfmkit.data.collate import Collator, PretrainCollator
 from tfmkit.data.hgnc import harmonize_genes
-from tfmkit.data.masking import sample_revealed
+from tfmkit.data.masking import RevealSpec
+from tfmkit.data.normalize import DEFAULT_LIBRARY_SIZE
+from tfmkit.data.store import CountStore
 from tfmkit.data.validate import validate_counts
 from tfmkit.data.vocab import GeneVocab
 from tfmkit.errors import TfmkitError
@@ -43,6 +46,24 @@ def _counts_adata(adata: ad.AnnData, layer: str | None) -> ad.AnnData:
         avail = sorted(adata.layers.keys()) + (["raw"] if adata.raw is not None else [])
         raise TfmkitError(f"layer {layer!r} not found; available layers: {avail or 'none'} (omit --layer to use X).")
     return ad.AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names), var=var.copy())
+
+
+def _check_genes_map(name: str, a: ad.AnnData, n_in_vocab: int, vocab: GeneVocab,
+                     allow_low_coverage: bool) -> None:
+    """Refuse a dataset none of whose genes is in ``vocab`` or (unless ``allow_low_coverage``)
+    none of whose genes maps to an HGNC symbol."""
+    ex = ", ".join(map(str, a.var_names[:3]))
+    if n_in_vocab == 0:
+        raise TfmkitError(
+            f"none of the {a.n_vars} genes of dataset {name!r} (e.g. {ex}) is in the {vocab.n_genes}-gene "
+            "vocabulary; use HGNC symbols or Ensembl ids in var_names / var['gene_ids'] and data of the "
+            "same species as the vocabulary.")
+    status = a.var["hgnc_status"].astype(str).to_numpy() if "hgnc_status" in a.var else None
+    if not allow_low_coverage and status is not None and (status == "unmapped").all():
+        raise TfmkitError(
+            f"none of the {a.n_vars} genes of dataset {name!r} (e.g. {ex}) maps to an HGNC symbol (other "
+            "species? Ensembl ids in another column?); use human HGNC symbols or Ensembl ids, or pass "
+            "allow_low_coverage=True (--allow-low-coverage) to use the names as they are.")
 
 
 def _row_totals(X) -> np.ndarray:
@@ -98,7 +119,7 @@ class Corpus:
     @classmethod
     def from_adatas(cls, adatas, *, vocab: GeneVocab | None = None, min_cells: int = 1,
                     layer: str | None = None, bulk: bool = False, validate: bool = True,
-                    library_key: str | None = None) -> "Corpus":
+                    library_key: str | None = None, allow_low_coverage: bool = False) -> "Corpus":
         """Build a corpus from AnnDatas (a mapping name -> AnnData, or a sequence named
         ``dataset0, dataset1, ...``) holding raw counts in ``X`` or ``layers[layer]``.
 
@@ -107,6 +128,10 @@ class Corpus:
         ``min_cells``. ``library_key`` names an ``obs`` column of per-cell total counts to use
         as library sizes (for files that kept only a gene subset, e.g. ``n_counts``);
         otherwise the row sums of all the dataset's genes are used.
+
+        Raises :class:`TfmkitError` for a dataset none of whose genes is in the vocabulary, or
+        (unless ``allow_low_coverage``) none of whose genes maps to an HGNC symbol (e.g. mouse
+        symbols, a wrong identifier column): such a dataset would train or embed on nothing.
         """
         if isinstance(adatas, ad.AnnData):
             adatas = [adatas]
@@ -134,6 +159,7 @@ class Corpus:
         for name, a in prepared:
             gi = vocab.gene_index(a.var_names)
             keep = np.flatnonzero(gi >= 0)
+            _check_genes_map(name, a, len(keep), vocab, allow_low_coverage)
             dropped[name] = int(len(gi) - len(keep))
             X = sp.csr_matrix(a.X)[:, keep]
             X = sp.csr_matrix((X.data.astype(np.float32), gi[keep][X.indices], X.indptr), shape=(a.n_obs, vocab.n_genes))
@@ -156,25 +182,31 @@ class Corpus:
     @classmethod
     def from_adata_for_inference(cls, adata: ad.AnnData, vocab: GeneVocab, *, layer: str | None = None,
                                  bulk: bool = False, name: str = "input", library_key: str | None = None,
-                                 min_overlap: float = MIN_VOCAB_OVERLAP) -> "Corpus":
+                                 min_overlap: float = MIN_VOCAB_OVERLAP,
+                                 allow_low_coverage: bool = False) -> "Corpus":
         """One-dataset corpus of new data aligned to an existing model vocabulary.
 
         Genes outside the vocabulary are dropped (count in ``n_dropped_outside_vocab``);
-        raises :class:`TfmkitError` when fewer than ``min_overlap`` (1%) of the vocabulary
-        genes are present. Library sizes use all the input's genes.
+        raises :class:`TfmkitError` when no input gene is in the vocabulary, or (unless
+        ``allow_low_coverage``) when fewer than ``min_overlap`` (1%) of the vocabulary genes are
+        present. Library sizes use all the input's genes.
         """
         a = _counts_adata(adata, layer)
         if "hgnc_status" not in a.var:
             harmonize_genes(a)
         n_overlap = int((vocab.gene_index(a.var_names) >= 0).sum())
-        if n_overlap == 0 or n_overlap < min_overlap * vocab.n_genes:
+        if n_overlap == 0 or (n_overlap < min_overlap * vocab.n_genes and not allow_low_coverage):
             ex = ", ".join(map(str, a.var_names[:3]))
+            what = "none of the input genes are" if n_overlap == 0 else f"only {n_overlap} input genes are"
             raise TfmkitError(
-                f"none of the input genes are in the model vocabulary; only {n_overlap} of "
-                f"{vocab.n_genes} vocabulary genes found (input genes e.g. {ex}) — use HGNC symbols "
-                f"or Ensembl ids in var_names / var['gene_ids'] and a model trained on the same species."
+                f"{what} in the model vocabulary ({n_overlap} of {vocab.n_genes} vocabulary genes found, "
+                f"input genes e.g. {ex}) — use HGNC symbols or Ensembl ids in var_names / var['gene_ids'] "
+                "and a model trained on the same species"
+                + ("." if n_overlap == 0 else ", or pass allow_low_coverage=True (--allow-low-coverage).")
             )
-        return cls.from_adatas({name: adata}, vocab=vocab, layer=layer, bulk=bulk, library_key=library_key)
+        # coverage is judged against the model vocabulary above, not against HGNC
+        return cls.from_adatas({name: adata}, vocab=vocab, layer=layer, bulk=bulk, library_key=library_key,
+                               allow_low_coverage=True)
 
     # ---- queries --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -202,7 +234,9 @@ class Corpus:
 
     def observable_mask(self, dataset_ids) -> torch.Tensor:
         """``(B, G)`` bool: genes measured by the dataset of each entry of ``dataset_ids``."""
-        return self._observable_mask[torch.as_tensor(np.asarray(dataset_ids), dtype=torch.long)]
+        if not isinstance(dataset_ids, torch.Tensor):
+            dataset_ids = torch.as_tensor(np.asarray(dataset_ids))
+        return self._observable_mask[dataset_ids.long()]  # (B, G)
 
     def dense_counts(self, cell_idx) -> np.ndarray:
         """``(B, G)`` float32 counts of the given global cells (only these rows densified)."""
@@ -215,41 +249,16 @@ class Corpus:
             out[sel] = self.counts[d][rows[sel]].toarray()
         return out
 
-    def batch(self, cell_idx, *, n_revealed: int, library_size: float = 1e5,
+    def batch(self, cell_idx, *, n_revealed: int, library_size: float = DEFAULT_LIBRARY_SIZE,
               generator: torch.Generator | None, gene_weights=None, expressed_only: bool = False) -> dict:
-        """Batch dict for the cells ``cell_idx`` (global indices); see :mod:`tfmkit.data.keys`.
+        """TxFM pretraining batch of the cells ``cell_idx`` (global indices); see :mod:`tfmkit.data.keys`.
 
-        ``TARGET = log1p(L * counts / library_size_of_cell)`` for every vocabulary gene (0 where
-        unobservable); ``K = min(n_revealed, max #candidates)`` genes revealed per cell among
-        its observable (and, with ``expressed_only``, nonzero) genes, uniformly or with
-        ``gene_weights`` (see :func:`tfmkit.data.masking.sample_revealed`).
+        Backward-compatible shorthand for ``PretrainCollator(RevealSpec(n_revealed,
+        expressed_only=expressed_only), library_size, gene_weights)(self, cell_idx, generator)``
+        (:class:`tfmkit.data.collate.PretrainCollator`); ``gene_weights`` ``(G,)`` are used as given.
         """
-        cell_idx = np.asarray(cell_idx, dtype=np.int64)
-        if cell_idx.ndim != 1 or (cell_idx.size and (cell_idx.min() < 0 or cell_idx.max() >= self.n_cells)):
-            raise TfmkitError(f"cell indices must be a 1-D array in [0, {self.n_cells}).")
-        counts = torch.from_numpy(self.dense_counts(cell_idx))  # (B, G)
-        lib = torch.from_numpy(self.library_sizes[cell_idx].astype(np.float32))  # (B,)
-        scale = torch.where(lib > 0, library_size / lib.clamp_min(1e-12), torch.zeros_like(lib))  # (B,)
-        target = torch.log1p(counts * scale[:, None])  # (B, G)
-        ds = torch.from_numpy(self.dataset_of_cell[cell_idx])  # (B,)
-        observable = self._observable_mask[ds]  # (B, G)
-        expressed = counts > 0 if expressed_only else None  # (B, G)
-        idx, valid = sample_revealed(observable, n_revealed, generator=generator, weights=gene_weights,
-                                     expressed=expressed)  # (B, K), (B, K)
-        gene_ids = torch.where(valid, idx + GeneVocab.N_SPECIAL, torch.full_like(idx, GeneVocab.PAD))  # (B, K)
-        values = target.gather(1, idx) * valid  # (B, K)
-        revealed = torch.zeros(counts.shape, dtype=torch.int32).scatter_add_(1, idx, valid.int()) > 0  # (B, G)
-        return {
-            keys.GENE_IDS: gene_ids,
-            keys.VALUES: values,
-            keys.PADDING: ~valid,
-            keys.TARGET: target,
-            keys.OBSERVABLE: observable,
-            keys.COUNTS: counts,
-            keys.REVEALED: revealed,
-            keys.LIBRARY_SIZE: lib,
-            keys.DATASET: ds,
-        }
+        spec = RevealSpec(n_revealed=n_revealed, expressed_only=expressed_only)
+        return PretrainCollator(spec, library_size, gene_weights=gene_weights)(self, cell_idx, generator)
 
     def split(self, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Random train/validation split of global cell indices, stratified by dataset
@@ -266,24 +275,27 @@ class Corpus:
         return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+InMemoryStore = Corpus
+"""The in-memory CSR :class:`~tfmkit.data.store.CountStore` (the name used by store-generic code)."""
+
+
 def _step_seed(seed: int, step: int, rank: int) -> int:
     s = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
     return int(s[0]) << 31 | int(s[1]) >> 1
 
 
 class CorpusBatches(Dataset):
-    """Map-style dataset whose item ``global_step`` is a whole batch dict.
+    """Map-style dataset whose item ``global_step`` is a whole batch dict built by ``collate``.
 
     Epoch ``e`` visits ``cell_indices`` in the order ``np.random.default_rng([seed, e])
     .permutation`` (identity when ``shuffle=False``); rank ``r`` of ``world_size`` takes
     ``perm[r::world_size]`` truncated to equal length. Step ``s`` is batch ``s %
-    steps_per_epoch`` of epoch ``s // steps_per_epoch``, and its masking generator is seeded
-    from ``(seed, s, rank)``: any step is reproducible on its own, so resuming at
-    ``start_step`` gives exactly the batches of an uninterrupted run.
+    steps_per_epoch`` of epoch ``s // steps_per_epoch``, and the generator handed to
+    ``collate`` is seeded from ``(seed, s, rank)``: any step is reproducible on its own, so
+    resuming at ``start_step`` gives exactly the batches of an uninterrupted run.
     """
 
-    def __init__(self, corpus: Corpus, cell_indices, *, batch_size: int, n_revealed: int, seed: int,
-                 library_size: float = 1e5, gene_weights=None, expressed_only: bool = False,
+    def __init__(self, store: CountStore, cell_indices, *, batch_size: int, seed: int, collate: Collator,
                  shuffle: bool = True, drop_last: bool = True, rank: int = 0, world_size: int = 1):
         if seed < 0:
             raise TfmkitError(f"seed must be non-negative, got {seed}.")
@@ -291,10 +303,11 @@ class CorpusBatches(Dataset):
             raise TfmkitError(f"rank {rank} must be in [0, world_size={world_size}).")
         if batch_size < 1:
             raise TfmkitError(f"batch_size must be >= 1, got {batch_size}.")
-        self.corpus = corpus
+        if not callable(collate):
+            raise TfmkitError(f"collate must be a collator (store, cell_idx, generator) -> dict, got {collate!r}.")
+        self.store, self.collate = store, collate
         self.cell_indices = np.asarray(cell_indices, dtype=np.int64)
-        self.batch_size, self.n_revealed, self.seed = int(batch_size), int(n_revealed), int(seed)
-        self.library_size, self.gene_weights, self.expressed_only = library_size, gene_weights, expressed_only
+        self.batch_size, self.seed = int(batch_size), int(seed)
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
         self.cells_per_rank = len(self.cell_indices) // world_size
         n = self.cells_per_rank
@@ -324,12 +337,13 @@ class CorpusBatches(Dataset):
         epoch, j = divmod(int(step), self.steps_per_epoch)
         return self.epoch_cells(epoch)[j * self.batch_size:(j + 1) * self.batch_size]
 
+    def generator_for_step(self, step: int) -> torch.Generator:
+        """The CPU generator of batch ``step``, seeded from ``(seed, step, rank)``."""
+        return torch.Generator().manual_seed(_step_seed(self.seed, int(step), self.rank))
+
     def __getitem__(self, step: int) -> dict:
-        gen = torch.Generator().manual_seed(_step_seed(self.seed, int(step), self.rank))
-        out = self.corpus.batch(self.cells_for_step(step), n_revealed=self.n_revealed,
-                                library_size=self.library_size, generator=gen,
-                                gene_weights=self.gene_weights, expressed_only=self.expressed_only)
-        out["step"] = torch.tensor(int(step), dtype=torch.long)  # ()
+        out = self.collate(self.store, self.cells_for_step(step), self.generator_for_step(step))
+        out[keys.STEP] = torch.tensor(int(step), dtype=torch.long)  # ()
         return out
 
 
@@ -343,18 +357,18 @@ class _StepSampler(Sampler):
         return itertools.count(self.start)
 
 
-def make_dataloader(corpus: Corpus, cell_indices, *, batch_size: int, n_revealed: int, seed: int,
-                    library_size: float = 1e5, gene_weights=None, expressed_only: bool = False,
+def make_dataloader(store: CountStore, cell_indices, *, batch_size: int, seed: int, collate: Collator,
                     shuffle: bool = True, drop_last: bool = True, start_step: int = 0, rank: int = 0,
                     world_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Infinite, resumable DataLoader of batch dicts starting at global step ``start_step``.
 
-    Items are whole batches (see :class:`CorpusBatches`); the training loop decides when to
-    stop. The loader's ``dataset.steps_per_epoch`` gives the epoch length. Each batch dict
-    also carries ``"step"`` (its global step, a 0-d int64 tensor).
+    Items are whole batches built by ``collate`` (a :class:`~tfmkit.data.collate.Collator`,
+    e.g. :class:`~tfmkit.data.collate.PretrainCollator`) from ``store``; see
+    :class:`CorpusBatches` for the visiting order and per-step seeding. The training loop
+    decides when to stop. The loader's ``steps_per_epoch`` gives the epoch length. Each batch
+    dict also carries ``keys.STEP`` (``"step"``, its global step, a 0-d int64 tensor).
     """
-    ds = CorpusBatches(corpus, cell_indices, batch_size=batch_size, n_revealed=n_revealed, seed=seed,
-                       library_size=library_size, gene_weights=gene_weights, expressed_only=expressed_only,
+    ds = CorpusBatches(store, cell_indices, batch_size=batch_size, seed=seed, collate=collate,
                        shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world_size)
     loader = DataLoader(ds, batch_size=None, sampler=_StepSampler(start_step), num_workers=num_workers)
     loader.steps_per_epoch = ds.steps_per_epoch

@@ -11,14 +11,62 @@ with i.i.d. standard Gumbel ``g_i`` is distributed exactly as successive samplin
 gene with probability ``w_i / Σ w``, remove it, renormalise, repeat) — Vieira 2014; Kool et
 al. 2019, "Stochastic Beams and Where to Find Them", ICML. Written in torch (rather than
 ``numpy.random.choice``) so a whole batch is sampled in one vectorised call, on any device.
+
+:class:`RevealSpec` is the single description of *how* genes are revealed (``K``, ``τ``,
+expressed-only); ``DEFAULT_N_REVEALED`` is the one default ``K`` of the package.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from tfmkit.errors import TfmkitError
+
+DEFAULT_N_REVEALED = 256
+"""Default ``K`` (genes revealed per cell); the value of ``configs/txfm_tiny.yaml``."""
+
+
+@dataclass(frozen=True)
+class RevealSpec:
+    """How each cell's revealed genes are sampled (TxFM §3 "Masking strategy", §5.2(d)).
+
+    One object replaces the ``n_revealed`` / ``tau`` / ``expressed_only`` arguments that used to
+    be repeated through the batch, loader and inference signatures.
+    """
+
+    n_revealed: int = DEFAULT_N_REVEALED
+    """``K``: genes revealed to the encoder per cell, capped by the cell's candidate genes."""
+    tau: float = 0.0
+    """Frequency-weighting temperature: weights ``w_i ∝ m_i^τ`` (``m_i`` = training cells where
+    gene ``i`` is nonzero); ``0`` = uniform (TxFM default). See :meth:`gene_weights`."""
+    expressed_only: bool = False
+    """Sample only among the cell's nonzero genes (encodings paper) instead of every observable
+    gene."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_revealed, bool) or int(self.n_revealed) != self.n_revealed or self.n_revealed < 1:
+            raise TfmkitError(f"n_revealed must be an integer >= 1, got {self.n_revealed!r}.")
+        if not math.isfinite(float(self.tau)):
+            raise TfmkitError(f"tau must be a finite number, got {self.tau!r}.")
+        object.__setattr__(self, "n_revealed", int(self.n_revealed))
+        object.__setattr__(self, "tau", float(self.tau))
+        object.__setattr__(self, "expressed_only", bool(self.expressed_only))
+
+    @property
+    def weighted(self) -> bool:
+        """Whether sampling is frequency-weighted (``tau != 0``) and so needs gene weights."""
+        return self.tau != 0
+
+    def gene_weights(self, store) -> torch.Tensor | None:
+        """Sampling weights of this spec for a count store: ``None`` (uniform) when ``τ = 0``,
+        else :func:`frequency_weights` of ``store.nonzero_cells()`` (``(G,)`` float32)."""
+        if not self.weighted:
+            return None
+        return frequency_weights(store.nonzero_cells(), self.tau)
 
 
 def sample_revealed(
@@ -41,7 +89,8 @@ def sample_revealed(
     observable
         ``(B, G)`` bool, genes measured by each cell's dataset.
     n_revealed
-        Requested number of revealed genes ``K`` (TxFM default 2048).
+        Requested number of revealed genes ``K`` (TxFM paper: 2048; tfmkit default
+        :data:`DEFAULT_N_REVEALED`).
     generator
         Torch generator (on the device of ``observable``) for reproducible draws.
     weights

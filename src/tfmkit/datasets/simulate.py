@@ -103,7 +103,7 @@ def simulate_perturbseq(base: ad.AnnData | None = None, *, n_perturbations: int 
     and parameters). ``n_controls`` defaults to ``max(50 * n_batches, 10% of perturbed cells)``.
     ``cell_type`` selects the bundled BALF cell type used as base (ignored for a user ``base``).
     """
-    from tfmkit.evaluation.perturbation.databases import relationship_databases
+    from tfmkit.datasets.genesets import load_databases
 
     if n_perturbations < 1 or cells_per_perturbation < 1 or n_guides < 1 or n_batches < 1:
         raise TfmkitError("n_perturbations, cells_per_perturbation, n_guides and n_batches must be >= 1")
@@ -123,7 +123,7 @@ def simulate_perturbseq(base: ad.AnnData | None = None, *, n_perturbations: int 
     prof = sp.diags(1.0 / total) @ X  # (N0, G) profiles
     mean_prof = np.asarray(prof.mean(axis=0)).ravel()
 
-    sets = {f"{db}:{k}": v for db, d in relationship_databases(databases, max_size=200).items()
+    sets = {f"{db}:{k}": v for db, d in load_databases(databases, max_size=200).items()
             for k, v in d.items()}
     targets, member_of, usable = _choose_targets(list(genes), detect, sets, n_perturbations,
                                                  min_target_frac, rng)

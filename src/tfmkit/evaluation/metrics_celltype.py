@@ -18,6 +18,8 @@ metric                    task                definition (module)
 ========================  ==================  ==============================================
 
 Batch metrics and the isolated-label metrics need ≥ 2 batches and are left out otherwise.
+:func:`batch_metrics` scores unlabelled data (batch-only mode): ``ilisi`` and ``asw_batch``
+with all cells treated as one label.
 :func:`subsample` draws the seeded 10,000-cell subsets (TxFM: 10 seeds -> mean ± std).
 """
 
@@ -85,3 +87,18 @@ def celltype_metrics(X, labels, batches=None, *, seed: int = 0, resolutions=C.RE
         })
     return {k: float(v) for k, v in out.items()}
 
+
+
+BATCH_ONLY_METRICS = ("asw_batch", "ilisi")
+
+
+def batch_metrics(X, batches, *, n_lisi_neighbors: int = N_LISI_NEIGHBORS) -> dict[str, float]:
+    """Batch-mixing metrics of an unlabelled embedding ``X`` ``(N, D)`` over ``batches`` ``(N,)``:
+    ``ilisi`` (scaled iLISI) and ``asw_batch`` (``mean(1 − |s_i(batch)|)`` over all cells, i.e.
+    scIB's batch ASW with every cell in one label). Needs ≥ 2 batches."""
+    batches = np.asarray(batches)
+    if len(np.unique(batches)) < 2:
+        raise TfmkitError("batch-mixing metrics need at least two distinct batches")
+    one = np.zeros(len(batches), dtype=np.int64)
+    S, lab, bat, nn = I.distance_summary(X, one, batches, n_neighbors=n_lisi_neighbors)
+    return {"asw_batch": float(I.asw_batch_from_summary(S, lab, bat)), "ilisi": float(I.ilisi(nn, bat))}

@@ -7,8 +7,8 @@ extra columns a benchmark wants to keep. Per-seed rows (a ``seed`` column) are c
 
 :func:`format_table` pivots to one row per embedding and one column per ``task / metric``,
 shows ``mean ± std``, and adds the **average rank** column of TxFM Table 4: for every metric
-the embeddings are ranked (1 = best; ties share the average rank; lower-is-better metrics
-named in ``lower_is_better``), ranks are averaged over the metrics an embedding has, and rows
+the embeddings are ranked (1 = best; ties share the average rank; the direction of every
+metric comes from :mod:`tfmkit.evaluation.metric_registry`), ranks are averaged over the metrics an embedding has, and rows
 are sorted by that average. :func:`write_results` writes ``OUT/results.csv`` and
 ``OUT/results.md``; both are reused by every ``tfmkit benchmark`` command and the ablation
 runner.
@@ -22,11 +22,9 @@ import numpy as np
 import pandas as pd
 
 from tfmkit.errors import TfmkitError
+from tfmkit.evaluation.metric_registry import higher_is_better
 
 LONG_COLUMNS = ["embedding", "task", "metric", "value", "std", "n_seeds"]
-# metric names (or "task/metric") where a smaller value is better
-LOWER_IS_BETTER = frozenset({"poisson_loss", "loss", "mse", "mae", "mae_hvg", "mae_all",
-                             "reconstruction_loss"})
 RANK_COLUMN = "avg rank"
 
 
@@ -49,11 +47,7 @@ def _require(df: pd.DataFrame) -> None:
                           f"{LONG_COLUMNS}")
 
 
-def _is_lower_better(task: str, metric: str, lower_is_better) -> bool:
-    return metric in lower_is_better or f"{task}/{metric}" in lower_is_better
-
-
-def average_ranks(df: pd.DataFrame, *, lower_is_better=LOWER_IS_BETTER) -> pd.Series:
+def average_ranks(df: pd.DataFrame) -> pd.Series:
     """Average per-metric rank of every embedding (1 = best), NaN metrics ignored."""
     df = aggregate_seeds(df)
     wide = df.pivot_table(index="embedding", columns=["task", "metric"], values="value",
@@ -61,7 +55,7 @@ def average_ranks(df: pd.DataFrame, *, lower_is_better=LOWER_IS_BETTER) -> pd.Se
     ranks = []
     for task, metric in wide.columns:
         col = wide[(task, metric)]
-        asc = _is_lower_better(task, metric, lower_is_better)
+        asc = not higher_is_better(metric)
         ranks.append(col.rank(ascending=asc, method="average"))
     if not ranks:
         return pd.Series(dtype=float)
@@ -78,7 +72,7 @@ def _fmt(value: float, std: float | None, precision: int) -> str:
 
 
 def format_table(df: pd.DataFrame, *, title: str | None = None, precision: int = 3,
-                 lower_is_better=LOWER_IS_BETTER, rank: bool = True) -> str:
+                 rank: bool = True) -> str:
     """Markdown table: one row per embedding, ``avg rank`` first (sorted ascending), then one
     ``task / metric`` column per metric with ``mean ± std``; best value per column in bold."""
     df = aggregate_seeds(df)
@@ -92,7 +86,7 @@ def format_table(df: pd.DataFrame, *, title: str | None = None, precision: int =
     cell = {(r.embedding, r.task, r.metric): (float(r.value),
                                               float(r.std) if has_std and pd.notna(r.std) else None)
             for r in df.itertuples(index=False)}
-    ranks = average_ranks(df, lower_is_better=lower_is_better) if rank else None
+    ranks = average_ranks(df) if rank else None
     if ranks is not None:
         embs = sorted(embs, key=lambda e: (np.nan_to_num(ranks.get(e, np.nan), nan=np.inf),
                                            embs.index(e)))
@@ -101,10 +95,10 @@ def format_table(df: pd.DataFrame, *, title: str | None = None, precision: int =
         vals = {e: cell[(e, task, metric)][0] for e in embs if (e, task, metric) in cell
                 and np.isfinite(cell[(e, task, metric)][0])}
         if vals:
-            pick = min if _is_lower_better(task, metric, lower_is_better) else max
+            pick = max if higher_is_better(metric) else min
             best[(task, metric)] = pick(vals.values())
     header = (["rank"] if rank else []) + ["embedding"] + [
-        f"{t} / {m}{' ↓' if _is_lower_better(t, m, lower_is_better) else ''}" for t, m in cols]
+        f"{t} / {m}{'' if higher_is_better(m) else ' ↓'}" for t, m in cols]
     lines = [f"### {title}", ""] if title else []
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for e in embs:
@@ -136,8 +130,7 @@ def result_paths(out_dir, *, overwrite: bool = False) -> tuple[Path, Path]:
 
 
 def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = False,
-                  precision: int = 3, lower_is_better=LOWER_IS_BETTER, notes: str = "",
-                  ) -> dict:
+                  precision: int = 3, notes: str = "") -> dict:
     """Write ``out_dir/results.csv`` (long format) and ``out_dir/results.md`` (title, table,
     optional ``notes``). Refuses to replace existing result files unless ``overwrite``.
     Returns ``{"csv": path, "md": path, "table": markdown}``."""
@@ -149,7 +142,7 @@ def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = Fa
             df[c] = np.nan if c == "std" else 1
     cols = LONG_COLUMNS + [c for c in df.columns if c not in LONG_COLUMNS]
     df[cols].to_csv(csv_path, index=False)
-    table = format_table(df, precision=precision, lower_is_better=lower_is_better)
+    table = format_table(df, precision=precision)
     md = f"# {title}\n\n{table}\n"
     md += ("Rank: mean over metrics of each embedding's rank (1 = best; ↓ = lower is better). "
            "Values: mean ± std over seeds.\n")

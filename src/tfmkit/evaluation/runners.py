@@ -22,34 +22,15 @@ from tfmkit.errors import TfmkitError
 from tfmkit.progress import progress_bar as _progress
 from tfmkit.evaluation import baselines as B
 from tfmkit.evaluation import metrics_celltype as MC
+from tfmkit.evaluation.inputs import counts_matrix, obs_column, require_cells, require_labels
 from tfmkit.evaluation.report import LONG_COLUMNS, aggregate_seeds
 
 DEFAULT_CELLTYPE_BASELINES = ("raw", "lognorm", "hvg5000", "hvg2000", "hvg1024", "pca50",
                               "pca128", B.RANDOM_LABEL_SHUFFLE)
 PROBES = ("linear", "mlp", "knn")
 DEFAULT_MASK_RATES = (0.5, 0.9)
-
-
-def _counts(adata, layer):
-    X = adata.layers[layer] if layer is not None else adata.X
-    sample = X[: min(adata.n_obs, 500)]
-    vals = sample.data if sp.issparse(sample) else np.asarray(sample).ravel()
-    if vals.size and (np.nanmin(vals) < 0 or np.abs(vals - np.rint(vals)).max() > 1e-6):
-        where = f"layer {layer!r}" if layer else "X"
-        raise TfmkitError(f"baselines need raw integer counts but {where} is not integer-valued; "
-                          "point --layer at raw counts or pass --no-baselines")
-    return X
-
-
-def _obs_column(adata, key: str, what: str) -> np.ndarray:
-    if key not in adata.obs:
-        raise TfmkitError(f"{what} key {key!r} is not in adata.obs (columns: "
-                          f"{', '.join(map(str, adata.obs.columns[:10]))})")
-    col = adata.obs[key]
-    if col.isna().any():
-        raise TfmkitError(f"adata.obs[{key!r}] has {int(col.isna().sum())} missing values; "
-                          "drop or fill those cells first")
-    return col.astype(str).to_numpy()
+MIN_CELLTYPE_CELLS = 20  # neighbour graphs, 5-fold-free probes and the 80/20 kNN split need this
+_COUNTS_FIX = "point --layer at raw counts or pass --no-baselines"
 
 
 def _baseline_names(names: Sequence[str], n_genes: int) -> list[str]:
@@ -62,7 +43,7 @@ def _baseline_names(names: Sequence[str], n_genes: int) -> list[str]:
     return out
 
 
-def benchmark_celltype(adata, *, label_key: str, batch_key: str | None = None,
+def benchmark_celltype(adata, *, label_key: str | None = None, batch_key: str | None = None,
                        obsm_keys: Sequence[str] = (), baselines: Sequence[str] = DEFAULT_CELLTYPE_BASELINES,
                        layer: str | None = None, n_cells: int = 10_000, n_seeds: int = 10,
                        probes: Sequence[str] = PROBES, n_probe_seeds: int = 1,
@@ -75,30 +56,46 @@ def benchmark_celltype(adata, *, label_key: str, batch_key: str | None = None,
     and, for the first ``n_probe_seeds`` seeds, with the ``probes`` (``linear``, ``mlp``,
     ``knn``; TxFM Table 4 reports probes from one run). Baselines (``raw``, ``lognorm``,
     ``hvg<N>``, ``pca<N>``, ``random_label_shuffle`` = ``lognorm`` scored against permuted
-    labels) are computed from the raw counts in ``X`` (or ``layer``) of the subset; ``hvg<N>``
-    with ``N`` ≥ the number of genes is skipped. Returns the long table (``embedding, task,
-    metric, value, std, n_seeds``). Reads ``.obs[label_key]``, ``.obs[batch_key]``,
-    ``.obsm[k]``; writes nothing.
+    labels) are computed from the raw counts in ``X``, ``layers[layer]`` or, with
+    ``layer="raw"``, ``adata.raw``; ``hvg<N>`` with ``N`` ≥ the number of genes is skipped.
+
+    Batch-only mode (``label_key=None``, ``batch_key`` given; for unlabelled atlases): only the
+    batch-mixing metrics of :func:`~tfmkit.evaluation.metrics_celltype.batch_metrics`
+    (``ilisi``, ``asw_batch``) are computed, with no probes and no label-shuffle control.
+    Returns the long table (``embedding, task, metric, value, std, n_seeds``). Reads
+    ``.obs[label_key]``, ``.obs[batch_key]``, ``.obsm[k]``; writes nothing. Every input check
+    runs before any work.
     """
     if n_seeds < 1 or n_probe_seeds < 0:
         raise TfmkitError("n_seeds must be ≥ 1 and n_probe_seeds ≥ 0")
+    if label_key is None and batch_key is None:
+        raise TfmkitError("give --label-key (cell types) and/or --batch-key (batch mixing only)")
     bad = [p for p in probes if p not in PROBES]
     if bad:
         raise TfmkitError(f"unknown probe(s) {bad}; choose from {', '.join(PROBES)}")
-    labels = _obs_column(adata, label_key, "label")
-    batches = _obs_column(adata, batch_key, "batch") if batch_key else None
+    require_cells(adata.n_obs, MIN_CELLTYPE_CELLS, "the cell-type benchmark")
+    labels = obs_column(adata, label_key, "label") if label_key is not None else None
+    if labels is not None:
+        require_labels(labels, label_key)
+    batches = obs_column(adata, batch_key, "batch") if batch_key else None
+    if labels is None and len(np.unique(batches)) < 2:
+        raise TfmkitError(f"adata.obs[{batch_key!r}] has a single batch; batch-only mode needs "
+                          "at least two batches")
     missing = [k for k in obsm_keys if k not in adata.obsm]
     if missing:
         raise TfmkitError(f"obsm key(s) {missing} not in adata.obsm (available: "
                           f"{', '.join(adata.obsm.keys()) or 'none'})")
     if not obsm_keys and not baselines:
         raise TfmkitError("nothing to benchmark: give --obsm keys or keep the baselines")
-    base = _baseline_names(baselines, adata.n_vars)
-    shuffle = B.RANDOM_LABEL_SHUFFLE in base
+    n_genes = counts_matrix(adata, layer, check=False)[0].shape[1] if baselines else adata.n_vars
+    base = _baseline_names(baselines, n_genes)
+    shuffle = B.RANDOM_LABEL_SHUFFLE in base and labels is not None
     base_embs = [b for b in base if b != B.RANDOM_LABEL_SHUFFLE]
     if shuffle and "lognorm" not in base_embs:
         base_embs.append("lognorm")
-    counts = _counts(adata, layer) if base_embs else None
+    counts = counts_matrix(adata, layer, fix=_COUNTS_FIX)[0] if base_embs else None
+    if labels is None:
+        probes = ()
     names = list(obsm_keys) + [b for b in base if b != B.RANDOM_LABEL_SHUFFLE] + (
         [B.RANDOM_LABEL_SHUFFLE] if shuffle else [])
     rows: list[dict] = []
@@ -109,7 +106,8 @@ def benchmark_celltype(adata, *, label_key: str, batch_key: str | None = None,
         if base_embs and (cache_key is None or len(idx) < adata.n_obs):
             cache = B.baseline_embeddings(counts[idx], base_embs, seed=seed)
             cache_key = seed
-        lab, bat = labels[idx], (batches[idx] if batches is not None else None)
+        lab = labels[idx] if labels is not None else None
+        bat = batches[idx] if batches is not None else None
         for name in names:
             if name == B.RANDOM_LABEL_SHUFFLE:
                 X, y = cache["lognorm"], B.shuffled_labels(lab, seed)
@@ -117,7 +115,9 @@ def benchmark_celltype(adata, *, label_key: str, batch_key: str | None = None,
                 X, y = np.asarray(adata.obsm[name])[idx], lab
             else:
                 X, y = cache[name], lab
-            for metric, value in MC.celltype_metrics(X, y, bat, seed=seed).items():
+            scores = (MC.celltype_metrics(X, y, bat, seed=seed) if y is not None
+                      else MC.batch_metrics(X, bat))
+            for metric, value in scores.items():
                 rows.append({"embedding": name, "task": MC.METRIC_TASKS[metric],
                              "metric": metric, "value": value, "seed": seed})
             if seed < n_probe_seeds:
@@ -168,18 +168,42 @@ def gene_representations(model, *, adata=None, layer: str | None = None, pca_com
     return reps
 
 
+def _harmonised_columns(var: pd.DataFrame, names: pd.Index) -> dict[str, int]:
+    """``{HGNC symbol: column}`` of a gene table, harmonised as everywhere in tfmkit
+    (:func:`tfmkit.data.hgnc.harmonize_genes`: symbols, Ensembl ids in ``var_names`` or
+    ``var['gene_ids']``, previous symbols, aliases; the first of duplicates kept)."""
+    import anndata as ad
+
+    from tfmkit.data.hgnc import harmonize_genes
+
+    if "hgnc_status" in var:  # already harmonised (e.g. the bundled data)
+        return {g: i for i, g in reversed(list(enumerate(names)))}
+    tmp = ad.AnnData(X=sp.csr_matrix((0, len(names)), dtype=np.float32),
+                     var=pd.DataFrame({"column": np.arange(len(names))}, index=names))
+    if "gene_ids" in var:
+        tmp.var["gene_ids"] = var["gene_ids"].astype(str).to_numpy()
+    harmonize_genes(tmp)
+    return dict(zip(tmp.var_names.astype(str), tmp.var["column"].to_numpy()))
+
+
 def pca_loadings(adata, genes, *, n_components: int = 128, layer: str | None = None,
                  seed: int = 0) -> pd.DataFrame:
     """Gene loadings ``(genes, k)`` of a PCA of the lognorm counts of ``adata`` restricted to
-    ``genes`` present in ``adata.var_names`` (the PCA baseline's gene representation)."""
+    the ``genes`` it holds (the PCA baseline's gene representation). The data's genes are
+    HGNC-harmonised first, so Ensembl-id ``var_names`` match the model's symbols."""
     from sklearn.decomposition import PCA
 
     from tfmkit.data.normalize import lognorm
 
-    keep = [g for g in genes if g in set(adata.var_names)]
+    counts, names = counts_matrix(adata, layer, why="the PCA baseline needs them")
+    var = adata.raw.var if (layer == "raw" and layer not in adata.layers) else adata.var
+    column = _harmonised_columns(var, names)
+    keep = [g for g in genes if g in column]
     if len(keep) < 3:
-        raise TfmkitError("fewer than 3 model genes are in the data; cannot fit the PCA baseline")
-    X = _counts(adata, layer)[:, adata.var_names.get_indexer(keep)]
+        raise TfmkitError(f"only {len(keep)} of the model's {len(genes)} genes are in the data "
+                          f"after HGNC harmonisation (data genes e.g. {', '.join(names[:3])}); use "
+                          "HGNC symbols or Ensembl ids in var_names / var['gene_ids']")
+    X = counts[:, [column[g] for g in keep]]
     L = lognorm(X)
     L = L.toarray() if sp.issparse(L) else np.asarray(L)
     k = int(min(n_components, L.shape[0] - 1, L.shape[1] - 1))
@@ -197,18 +221,23 @@ def benchmark_genes(model=None, *, representations: dict | None = None, adata=No
     ``model``: a model or model directory (used through :mod:`tfmkit.inference`); or pass
     ``representations`` ``{name: DataFrame or (DataFrame, n_pca_components)}`` directly.
     ``adata`` adds the PCA-loadings baseline. ``databases``: names for
-    :func:`tfmkit.evaluation.genesets.load_gene_sets` or a ``{db: {set: genes}}`` dict.
+    :func:`tfmkit.datasets.genesets.load_gene_sets` or a ``{db: {set: genes}}`` dict (its
+    names are registered as ``gene_recall`` metrics).
     Rows: ``embedding`` = representation, ``task = "gene_recall"``, ``metric`` = database or
     ``combined``; ``std`` over the null draws; extra column ``n_pairs``.
     """
     from tfmkit.evaluation import gene_recall as GR
-    from tfmkit.evaluation.genesets import load_databases
+    from tfmkit.datasets.genesets import load_databases
+    from tfmkit.evaluation.metric_registry import ensure_metric
 
     if representations is None:
         if model is None:
             raise TfmkitError("benchmark_genes needs a model (or representations)")
         representations = gene_representations(model, adata=adata, layer=layer, seed=seed)
     dbs = databases if isinstance(databases, dict) else load_databases(tuple(databases))
+    for db in dbs:
+        ensure_metric(str(db), task="gene_recall", higher_is_better=True,
+                      description=f"recall of gene pairs of the user database {db!r} beyond the null")
     rows = []
     for name, rep in representations.items():
         df, k = rep if isinstance(rep, tuple) else (rep, None)

@@ -1,19 +1,20 @@
-"""Model zoo: blocks, transformer encoder, heads, presets and :func:`build_model`."""
+"""Model families behind one protocol (:mod:`tfmkit.models.protocol`) and :func:`build_model`.
+
+Registered families (import registers them): ``txfm`` (:mod:`tfmkit.models.txfm`).
+"""
 
 from __future__ import annotations
 
-from tfmkit.models.config import PAPER_PARAMS, PRESETS, ModelConfig, preset_config
-from tfmkit.models.txfm import TxFM
+from tfmkit.models import txfm as _txfm  # noqa: F401  (registers the family)
+from tfmkit.models.build import build_model, config_from_dict, family_class, model_config
+from tfmkit.models.protocol import MODELS, FamilyConfig, FoundationModel, ModelOutput
+from tfmkit.models.txfm import PAPER_PARAMS, PRESETS, ModelConfig, TxFM, TxFMConfig
 
-__all__ = ["build_model", "ModelConfig", "PRESETS", "PAPER_PARAMS", "TxFM", "preset_config"]
+__all__ = ["MODELS", "FamilyConfig", "FoundationModel", "ModelConfig", "ModelOutput",
+           "PAPER_PARAMS", "PRESETS", "TxFM", "TxFMConfig", "build_model", "config_from_dict",
+           "family_class", "model_config", "preset_config"]
 
 
-def build_model(preset: str | ModelConfig, n_genes: int, **overrides) -> TxFM:
-    """Build a TxFM of a named preset (``tiny``, ``S``, ``B``, ``L``) or a :class:`ModelConfig`.
-
-    ``overrides`` replace config fields, e.g. ``build_model("S", 20000, decoder_layers=0)``.
-    """
-    from dataclasses import replace
-
-    cfg = replace(preset, **overrides) if isinstance(preset, ModelConfig) else preset_config(preset, **overrides)
-    return TxFM(cfg, n_genes)
+def preset_config(preset: str, **overrides) -> TxFMConfig:
+    """Backwards-compatible: the config of a TxFM preset (``tiny``/``S``/``B``/``L``)."""
+    return model_config(f"txfm/{preset}", **overrides)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tfmkit.errors import TfmkitError
 
-GENE_SET_DIR = Path(__file__).resolve().parents[1] / "datasets" / "files" / "gene_sets"
+GENE_SET_DIR = Path(__file__).resolve().parent / "files" / "gene_sets"
 DATABASES = ("corum", "hallmark", "canonical_pathways", "reactome")
 _FILES = {
     "corum": "corum_complexes.csv",
@@ -89,7 +89,8 @@ def load_gene_sets(name: str) -> dict[str, list[str]]:
 def load_databases(names=("corum", "hallmark", "canonical_pathways"), *, min_size: int = 2,
                    max_size: int | None = 300) -> dict[str, dict[str, list[str]]]:
     """``{database: {set: genes}}`` keeping sets with ``min_size ≤ |set| ≤ max_size`` (very
-    large pathways would make almost every gene pair "related")."""
+    large pathways would make almost every gene pair "related"); names are case-insensitive."""
+    names = tuple(str(n).lower() for n in names)
     return {n: {k: v for k, v in load_gene_sets(n).items()
                 if len(v) >= min_size and (max_size is None or len(v) <= max_size)}
             for n in names}

@@ -1,0 +1,253 @@
+"""``tfmkit benchmark celltype | genes | pretraining | perturbation``.
+
+Each command checks ``--out`` before reading any data (existing results are refused unless
+``--overwrite``), runs a runner of :mod:`tfmkit.evaluation`, writes ``OUT/results.csv`` (long
+format, SPEC §1) and ``OUT/results.md``, and prints the table. A failed benchmark leaves no
+directory it created.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tfmkit.cli.outputs import check_output_file, results_dir
+from tfmkit.errors import TfmkitError
+
+CELLTYPE_BASELINES = "raw,lognorm,hvg5000,hvg2000,hvg1024,pca50,pca128,random_label_shuffle"
+PERTURBATION_BASELINES = "raw,lognorm,hvg5000,hvg1024,pca50,random_label_shuffle"
+LABEL_ONLY_BASELINES = ("random_label_shuffle",)  # scored against labels: skipped without --label-key
+# obs conventions of public Perturb-seq h5ad files (explicit options override them)
+LAYOUTS = {
+    "replogle2022": {"perturbation_key": "gene", "batch_key": "gem_group", "control_value": "non-targeting"},
+    "nadig2024": {"perturbation_key": "gene", "batch_key": "gem_group", "control_value": "non-targeting"},
+    "tfmkit": {"perturbation_key": "perturbation", "batch_key": "batch", "control_value": "non-targeting"},
+}
+
+
+def _split(values: str | None) -> list[str]:
+    return [v.strip() for v in (values or "").split(",") if v.strip()]
+
+
+def _write_and_print(df, out: str, title: str, overwrite: bool, notes: str = "") -> None:
+    from tfmkit.evaluation.report import write_results
+
+    res = write_results(df, out, title, overwrite=overwrite, notes=notes)
+    typer.echo(res["table"])
+    typer.echo(f"wrote {res['csv']} ({len(df)} rows, long format) and {res['md']}")
+
+
+def counts_source(adata, layer: str | None):
+    """``(adata, layer)`` for the runners, which read counts from ``X`` or ``adata.layers``:
+    ``--layer raw`` without a layer of that name becomes an AnnData of ``adata.raw`` (same cells,
+    obs and obsm); an absent layer is a one-line error listing the available ones."""
+    if layer is None or layer in adata.layers:
+        return adata, layer
+    if layer == "raw" and adata.raw is not None:
+        raw = adata.raw.to_adata()
+        raw.obs = adata.obs.copy()
+        for k, v in adata.obsm.items():
+            raw.obsm[k] = v
+        raw.uns = adata.uns
+        return raw, None
+    avail = sorted(adata.layers.keys()) + (["raw"] if adata.raw is not None else [])
+    raise TfmkitError(f"layer {layer!r} not found; available layers: {', '.join(avail) or 'none'} "
+                      "(omit --layer to use X)")
+
+
+def celltype(
+    input: str = typer.Option(..., "--input", "-i", help="Evaluation .h5ad (raw counts in X or --layer, labels in obs, embeddings in obsm)."),
+    label_key: str = typer.Option(None, "--label-key", help="obs column with cell-type labels. Without it only batch-mixing metrics are computed (needs --batch-key)."),
+    obsm: list[str] = typer.Option(None, "--obsm", help="obsm key(s) of the embeddings to benchmark; repeat the option or give several after one --obsm."),
+    batch_key: str = typer.Option(None, "--batch-key", help="obs column with batches (enables batch-integration and isolated-label metrics and the batch-aware probe split)."),
+    out: str = typer.Option("tfmkit-benchmark-celltype", "--out", "-o", help="Output folder for results.csv and results.md."),
+    layer: str = typer.Option(None, "--layer", help="Layer with raw counts for the baselines (default X; 'raw' = adata.raw)."),
+    baselines: str = typer.Option(CELLTYPE_BASELINES, "--baselines", help="Comma-separated baselines: raw, lognorm, hvg<N>, pca<N>, random_label_shuffle."),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Benchmark only the given embeddings."),
+    n_cells: int = typer.Option(10_000, "--n-cells", help="Cells per random subsample (TxFM: 10,000)."),
+    n_seeds: int = typer.Option(10, "--n-seeds", help="Subsamples / clustering seeds (mean ± std over them)."),
+    probes: str = typer.Option("linear,mlp,knn", "--probes", help="Comma-separated probes: linear, mlp, knn; empty string to skip."),
+    n_probe_seeds: int = typer.Option(1, "--n-probe-seeds", help="Seeds (splits) for which the probes run."),
+    fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
+    extra_obsm: list[str] = typer.Argument(None, help="More obsm keys (so `--obsm A B C` works)."),
+) -> None:
+    """Cell-type clustering, batch-integration and probe metrics vs baselines (TxFM Table 4)."""
+    if not label_key and not batch_key:
+        raise TfmkitError("give --label-key (cell-type metrics and probes) and/or --batch-key "
+                          "(batch-mixing metrics; enough for unlabelled data)")
+    keys = list(obsm or []) + list(extra_obsm or [])
+    base = [] if no_baselines else _split(baselines)
+    probe_list = _split(probes)
+    if fast:
+        n_seeds = min(n_seeds, 3)
+        probe_list = [p for p in probe_list if p != "mlp"]
+    if not label_key:  # batch-only mode: nothing is scored against labels
+        probe_list = []
+        base = [b for b in base if b not in LABEL_ONLY_BASELINES]
+    with results_dir(out, overwrite=overwrite):
+        from tfmkit.data.io import read_anndata
+        from tfmkit.evaluation.runners import benchmark_celltype
+
+        adata, lay = counts_source(read_anndata(input), layer)
+        typer.echo(f"{adata.n_obs} cells; embeddings: {', '.join(keys) or 'none'}; "
+                   f"baselines: {', '.join(base) or 'none'}; {n_seeds} seed(s)"
+                   + ("" if label_key else "; no --label-key: batch-mixing metrics only"))
+        df = benchmark_celltype(adata, label_key=label_key or None, batch_key=batch_key,
+                                obsm_keys=keys, baselines=base, layer=lay, n_cells=n_cells,
+                                n_seeds=n_seeds, probes=probe_list, n_probe_seeds=n_probe_seeds,
+                                progress=True)
+        notes = (f"Input: `{input}`, labels `{label_key}`, batches `{batch_key}`; "
+                 f"{min(n_cells, adata.n_obs)} cells per subsample, {n_seeds} seed(s).")
+        _write_and_print(df, out, "Cell-type benchmark", overwrite, notes)
+
+
+def genes(
+    model: str = typer.Option(..., "--model", "-m", help="Model directory (from `tfmkit pretrain` or `tfmkit demo`)."),
+    out: str = typer.Option("tfmkit-benchmark-genes", "--out", "-o", help="Output folder for results.csv and results.md."),
+    input: str = typer.Option(None, "--input", "-i", help="Optional raw-count .h5ad: adds the PCA-loadings baseline."),
+    layer: str = typer.Option(None, "--layer", help="Layer with raw counts in --input (default X)."),
+    databases: str = typer.Option("corum,hallmark,canonical_pathways", "--databases", help="Comma-separated shipped databases: corum (non-commercial licence), hallmark, canonical_pathways, reactome."),
+    n_null_draws: int = typer.Option(3, "--n-null-draws", help="Independent random-pair null draws (mean ± std)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
+) -> None:
+    """Gene-gene relationship recall of encoder tokens and decoder weights (TxFM §B.3)."""
+    with results_dir(out, overwrite=overwrite):
+        import tfmkit
+        from tfmkit.data.io import read_anndata
+        from tfmkit.evaluation.runners import benchmark_genes
+
+        m = tfmkit.load_model(model)
+        adata = read_anndata(input, layer=layer) if input else None
+        df = benchmark_genes(m, adata=adata, databases=_split(databases), n_null_draws=n_null_draws)
+        _write_and_print(df, out, "Gene-gene relationship recall", overwrite,
+                         "Recall = fraction of known pairs beyond the 5th/95th percentile of a "
+                         "random-pair cosine null (chance 0.10).")
+
+
+def pretraining(
+    model: str = typer.Option(..., "--model", "-m", help="Model directory (from `tfmkit pretrain` or `tfmkit demo`)."),
+    input: str = typer.Option(..., "--input", "-i", help="Held-out raw-count .h5ad / 10x .h5."),
+    out: str = typer.Option("tfmkit-benchmark-pretraining", "--out", "-o", help="Output folder for results.csv and results.md."),
+    layer: str = typer.Option(None, "--layer", help="Layer with raw counts (default X)."),
+    mask_rates: str = typer.Option("0.5,0.9", "--mask-rates", help="Comma-separated masking rates (fraction of observable genes hidden)."),
+    n_seeds: int = typer.Option(1, "--n-seeds", help="Random maskings per rate (mean ± std)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Cells per forward pass."),
+    library_key: str = typer.Option(None, "--library-key", help="obs column of full-transcriptome total counts, for inputs that keep only a gene subset."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
+) -> None:
+    """Held-out Poisson loss, full-transcriptome Spearman and binary correctness (GPL §4.5)."""
+    try:
+        rates = [float(r) for r in _split(mask_rates)]
+    except ValueError:
+        raise TfmkitError(f"--mask-rates must be numbers like 0.5,0.9, got {mask_rates!r}") from None
+    with results_dir(out, overwrite=overwrite):
+        import tfmkit
+        from tfmkit.data.io import read_anndata
+        from tfmkit.evaluation.runners import benchmark_pretraining
+
+        m = tfmkit.load_model(model)
+        adata = read_anndata(input, layer=layer)
+        df = benchmark_pretraining(m, adata, mask_rates=rates, n_seeds=n_seeds,
+                                   batch_size=batch_size, library_key=library_key)
+        _write_and_print(df, out, "Pretraining quality", overwrite,
+                         "Spearman/binary correctness use the pre-activation logits; *_masked = "
+                         "only genes hidden from the encoder; gene_mean = per-gene mean profile "
+                         "baseline.")
+
+
+def perturbation(
+    input: str = typer.Option(None, "--input", "-i", help="Perturb-seq .h5ad (raw counts in X or --layer; perturbation/batch labels in obs; embeddings in obsm). Not needed with --simulate."),
+    obsm: list[str] = typer.Option(None, "--obsm", help="obsm key(s) of the embeddings to benchmark; repeat the option or list several after one --obsm."),
+    layout: str = typer.Option("tfmkit", "--layout", help="Column preset: tfmkit (perturbation/batch), replogle2022 or nadig2024 (gene/gem_group, control 'non-targeting'). Explicit key options override it."),
+    perturbation_key: str = typer.Option(None, "--perturbation-key", help="obs column with the perturbation label (perturbed gene symbol); default from --layout."),
+    batch_key: str = typer.Option(None, "--batch-key", help="obs column with the batch (e.g. gem_group); default from --layout."),
+    control_key: str = typer.Option(None, "--control-key", help="obs column that flags controls (default: the perturbation column). Boolean columns are compared as booleans."),
+    control_value: str = typer.Option(None, "--control-value", help="Value marking controls in --control-key: a string such as 'non-targeting', or true/false for a boolean column (default: true for boolean columns, else from --layout)."),
+    gene_key: str = typer.Option(None, "--gene-key", help="obs column with the perturbed gene symbol for relationship recall, if the perturbation labels are not symbols."),
+    layer: str = typer.Option(None, "--layer", help="Layer with raw counts for baselines and the invertibility target (default X; 'raw' = adata.raw)."),
+    baselines: str = typer.Option(PERTURBATION_BASELINES, "--baselines", help="Comma-separated baselines: raw, lognorm, hvg<N>, pca<N>, random_label_shuffle."),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Benchmark only the --obsm embeddings."),
+    n_seeds: int = typer.Option(5, "--n-seeds", help="Seeds averaged per metric (TxFM: 5)."),
+    postprocessing: str = typer.Option("center,standardize,tvn", "--postprocessing", help="Comma-separated post-processings tried per task (best kept): center, standardize, tvn."),
+    tasks: str = typer.Option("ilisi,lin,knn,p.cst,bmdb,inv", "--tasks", help="Comma-separated tasks: ilisi, lin, knn, p.cst, bmdb, inv."),
+    databases: str = typer.Option("corum,hallmark,reactome", "--databases", help="Comma-separated gene-relationship databases for bmdb: corum (non-commercial licence), hallmark, reactome, canonical_pathways."),
+    n_null: int = typer.Option(10_000, "--n-null", help="Random cells in the perturbation-consistency null (TxFM: 10,000)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Simulate a Perturb-seq screen on the bundled real BALF counts (or on --input's cells as controls) and benchmark it end to end. Results are labelled SIMULATED."),
+    sim_perturbations: int = typer.Option(50, "--sim-perturbations", help="Simulated perturbed genes (--simulate)."),
+    sim_cells: int = typer.Option(50, "--sim-cells", help="Simulated cells per perturbation (--simulate)."),
+    sim_batches: int = typer.Option(4, "--sim-batches", help="Simulated batches (--simulate)."),
+    sim_effect_size: float = typer.Option(1.0, "--sim-effect-size", help="Scale of the simulated complex/pathway log-fold changes (--simulate)."),
+    save_simulated: bool = typer.Option(False, "--save-simulated", help="Also write the simulated data to OUT/simulated_perturbseq.h5ad."),
+    seed: int = typer.Option(0, "--seed", help="Simulator seed (--simulate)."),
+    out: str = typer.Option("tfmkit-benchmark-perturbation", "--out", "-o", help="Output folder for results.csv and results.md."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files in --out."),
+    extra_obsm: list[str] = typer.Argument(None, help="More obsm keys (so `--obsm A B C` works)."),
+) -> None:
+    """Perturbation-representation benchmark (TxFM Table 2; Bendidi et al. 2024) vs baselines."""
+    from pathlib import Path
+
+    if layout not in LAYOUTS:
+        raise TfmkitError(f"unknown --layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    keys = list(obsm or []) + list(extra_obsm or [])
+    base = [] if no_baselines else _split(baselines)
+    if simulate and keys:
+        raise TfmkitError("--simulate produces no model embeddings; drop --obsm (baselines only)")
+    if not simulate and not input:
+        raise TfmkitError("pass --input FILE.h5ad, or --simulate for a simulated screen")
+    with results_dir(out, overwrite=overwrite):
+        sim_path = None
+        if simulate and save_simulated:
+            sim_path = check_output_file(Path(out) / "simulated_perturbseq.h5ad", overwrite=overwrite,
+                                         option="--save-simulated path")
+        adata, pk, bk, ck, cv, lay = _perturbation_input(
+            input, simulate, layout, perturbation_key, batch_key, control_key, control_value, layer,
+            dict(n_perturbations=sim_perturbations, cells_per_perturbation=sim_cells,
+                 n_batches=sim_batches, effect_size=sim_effect_size, seed=seed), sim_path)
+        _run_perturbation(adata, keys, base, pk, bk, ck, cv, lay, n_seeds, postprocessing, tasks,
+                          databases, gene_key, n_null, out, overwrite,
+                          f"SIMULATED (tfmkit.datasets.simulate_perturbseq, seed {seed})"
+                          if simulate else f"`{input}`")
+
+
+def _perturbation_input(input, simulate, layout, perturbation_key, batch_key, control_key,
+                        control_value, layer, sim_kwargs, sim_path):
+    """The benchmarked AnnData and its ``(perturbation, batch, control key, control value,
+    layer)`` columns: simulated (optionally saved to ``sim_path``) or read from ``input``."""
+    from tfmkit.cli.outputs import write_h5ad_atomic
+    from tfmkit.data.io import read_anndata
+
+    if simulate:
+        from tfmkit.datasets.simulate import simulate_perturbseq
+
+        src = read_anndata(input, layer=layer) if input else None
+        typer.echo("simulating a Perturb-seq screen (SIMULATED data on real control counts) ...")
+        adata = simulate_perturbseq(src, **sim_kwargs)
+        if sim_path is not None:
+            write_h5ad_atomic(adata, sim_path)
+            typer.echo(f"wrote {sim_path}")
+        return adata, "perturbation", "batch", "is_control", "true", None
+    preset = LAYOUTS[layout]
+    adata, lay = counts_source(read_anndata(input), layer)
+    pk = perturbation_key or preset["perturbation_key"]
+    cv = control_value if control_value is not None else (None if control_key else preset["control_value"])
+    return adata, pk, batch_key or preset["batch_key"], control_key or pk, cv, lay
+
+
+def _run_perturbation(adata, keys, base, pk, bk, ck, cv, lay, n_seeds, postprocessing, tasks,
+                      databases, gene_key, n_null, out, overwrite, source) -> None:
+    from tfmkit.evaluation.perturbation.report import write_perturbation_results
+    from tfmkit.evaluation.perturbation.runner import benchmark_perturbation
+
+    typer.echo(f"{adata.n_obs} cells; embeddings: {', '.join(keys) or 'none'}; baselines: "
+               f"{', '.join(base) or 'none'}; {n_seeds} seed(s)")
+    df = benchmark_perturbation(
+        adata, obsm_keys=keys, perturbation_key=pk, batch_key=bk, control_key=ck,
+        control_value=cv, baselines=base, layer=lay, n_seeds=n_seeds,
+        postprocessings=_split(postprocessing), tasks=_split(tasks), databases=_split(databases),
+        gene_key=gene_key, n_null=n_null, progress=True)
+    notes = (f"Input: {source}; perturbation `{pk}`, batch `{bk}`, controls `{ck}` == `{cv}`; "
+             f"{n_seeds} seed(s); post-processings {postprocessing}.")
+    res = write_perturbation_results(df, out, notes=notes, overwrite=overwrite,
+                                     simulated=bool(adata.uns.get("simulated", False)))
+    typer.echo(res["table"])
+    typer.echo(f"wrote {res['csv']} ({len(df)} rows, long format) and {res['md']}")

@@ -1,0 +1,18 @@
+"""``tfmkit demo``: the end-to-end demo (logic in :func:`tfmkit.demo.run_demo`)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def demo(
+    out: str = typer.Option("tfmkit-demo", "--out", "-o", help="Report folder (report.md, results.csv, PNG plots, model/)."),
+    quick: bool = typer.Option(False, "--quick", help="Small budget: finishes in under 5 minutes on 2 CPU cores."),
+    steps: int = typer.Option(None, "--steps", help="Override the number of pretraining steps."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo report in --out."),
+) -> None:
+    """Pretrain TxFM-tiny on the bundled BALF data, embed held-out labelled data, benchmark vs baselines."""
+    from tfmkit.demo import run_demo
+
+    report = run_demo(out, quick=quick, steps=steps, overwrite=overwrite)
+    typer.echo(f"report: {report}")

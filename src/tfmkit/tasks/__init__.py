@@ -1,0 +1,9 @@
+"""Training tasks (pretraining objectives, fine-tuning tasks) behind one interface.
+
+See :mod:`tfmkit.tasks.base`. Registered: ``pretrain`` (:mod:`tfmkit.tasks.pretrain`).
+"""
+
+from tfmkit.tasks import pretrain as _pretrain  # noqa: F401  (registers the task)
+from tfmkit.tasks.base import TASKS, Task, build_task, check_compatible, task_class
+
+__all__ = ["TASKS", "Task", "build_task", "check_compatible", "task_class"]
