@@ -18,7 +18,7 @@ TINY = ["model.dim=32", "model.depth=1", "model.heads=2", "model.decoder_layers=
         "train.val_every=0"]
 
 
-def tfmkit(*args, code: int = 0):
+def cli(*args, code: int = 0):
     """Run ``tfmkit ARGS`` in-process; fail with its output unless it exits with ``code``."""
     res = CliRunner().invoke(app, [str(a) for a in args])
     if res.exception is not None and not isinstance(res.exception, SystemExit):
@@ -36,7 +36,7 @@ def assert_one_line_error(res, pattern: str) -> None:
 
 
 def error(*args, match: str):
-    res = tfmkit(*args, code=2)
+    res = cli(*args, code=2)
     assert_one_line_error(res, match)
     return res
 
@@ -46,14 +46,14 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     make_counts(40, GENES[:30], seed=1).write_h5ad(d / "a.h5ad")
     make_counts(40, GENES[10:], seed=2).write_h5ad(d / "b.h5ad")
-    tfmkit("pretrain", "--data", d / "a.h5ad", "--data", d / "b.h5ad", "--out", d / "run", *TINY)
+    cli("pretrain", "--data", d / "a.h5ad", "--data", d / "b.h5ad", "--out", d / "run", *TINY)
     return d
 
 
 def test_pretrain_then_embed(trained, tmp_path):
     d = trained
     assert (d / "run" / "model" / "model.safetensors").is_file()
-    res = tfmkit("embed", "--model", d / "run", "--input", d / "a.h5ad", "--output", tmp_path / "emb.h5ad")
+    res = cli("embed", "--model", d / "run", "--input", d / "a.h5ad", "--output", tmp_path / "emb.h5ad")
     out, src = ad.read_h5ad(tmp_path / "emb.h5ad"), ad.read_h5ad(d / "a.h5ad")
     assert out.obsm["X_tfmkit"].shape == (40, 32) and np.isfinite(out.obsm["X_tfmkit"]).all()
     assert list(out.var_names) == list(src.var_names)
@@ -74,7 +74,7 @@ def test_embed_keeps_x_layers_var_obs(trained, tmp_path):
     a.var["gene_symbol"] = [g.lower() for g in a.var_names]
     a.obsm["X_pca"] = np.ones((a.n_obs, 2), dtype=np.float32)
     a.write_h5ad(tmp_path / "in.h5ad")
-    tfmkit("embed", "--model", trained / "run", "--input", tmp_path / "in.h5ad", "--output",
+    cli("embed", "--model", trained / "run", "--input", tmp_path / "in.h5ad", "--output",
            tmp_path / "out.h5ad", "--layer", "counts", "--key", "X_m")
     src, out = ad.read_h5ad(tmp_path / "in.h5ad"), ad.read_h5ad(tmp_path / "out.h5ad")
     np.testing.assert_array_equal(out.X.toarray(), src.X.toarray())
@@ -89,7 +89,7 @@ def test_embed_keeps_x_layers_var_obs(trained, tmp_path):
     # the embedding equals embedding the counts layer moved into X (it used the counts)
     b = src.copy()
     b.X = b.layers["counts"]
-    tfmkit("embed", "--model", trained / "run", "--input", _write(b, tmp_path / "b.h5ad"), "--output",
+    cli("embed", "--model", trained / "run", "--input", _write(b, tmp_path / "b.h5ad"), "--output",
            tmp_path / "out_b.h5ad", "--key", "X_m")
     np.testing.assert_allclose(out.obsm["X_m"], ad.read_h5ad(tmp_path / "out_b.h5ad").obsm["X_m"], atol=1e-5)
 
@@ -189,27 +189,27 @@ def test_help_on_every_command():
     cmds = [[], ["pretrain"], ["embed"], ["demo"], ["doctor"], ["ablate"], ["benchmark"],
             *[["benchmark", c] for c in ("celltype", "genes", "pretraining", "perturbation")]]
     for cmd in cmds:
-        res = tfmkit(*cmd, "--help")
+        res = cli(*cmd, "--help")
         assert "Usage" in res.stdout, cmd
-    root = tfmkit("--help").stdout
+    root = cli("--help").stdout
     for name in ("pretrain", "embed", "demo", "doctor", "ablate", "benchmark"):
         assert name in root
 
 
 def test_benchmarks_on_a_real_trained_model(trained, tmp_path):
-    tfmkit("benchmark", "pretraining", "--model", trained / "run", "--input", trained / "b.h5ad",
+    cli("benchmark", "pretraining", "--model", trained / "run", "--input", trained / "b.h5ad",
            "--out", tmp_path / "pre", "--mask-rates", "0.5")
     pre = pd.read_csv(tmp_path / "pre" / "results.csv")
     assert {"model", "gene_mean"} <= set(pre.embedding)
     assert set(pre[pre.embedding == "model"].metric) >= {"spearman"}
-    tfmkit("benchmark", "genes", "--model", trained / "run", "--out", tmp_path / "genes",
+    cli("benchmark", "genes", "--model", trained / "run", "--out", tmp_path / "genes",
            "--databases", "hallmark")
     genes = pd.read_csv(tmp_path / "genes" / "results.csv")
     assert {"encoder", "decoder"} <= set(genes.embedding)
     assert (tmp_path / "genes" / "results.md").read_text().count("|") > 10
     # the embedded h5ad goes straight into the cell-type benchmark
-    tfmkit("embed", "--model", trained / "run", "--input", trained / "a.h5ad", "--output", tmp_path / "e.h5ad")
-    tfmkit("benchmark", "celltype", "--input", tmp_path / "e.h5ad", "--label-key", "cell_type",
+    cli("embed", "--model", trained / "run", "--input", trained / "a.h5ad", "--output", tmp_path / "e.h5ad")
+    cli("benchmark", "celltype", "--input", tmp_path / "e.h5ad", "--label-key", "cell_type",
            "--obsm", "X_tfmkit", "--fast", "--out", tmp_path / "ct", "--baselines", "lognorm,pca10")
     ct = pd.read_csv(tmp_path / "ct" / "results.csv")
     assert {"X_tfmkit", "lognorm", "pca10"} <= set(ct.embedding)

@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from conftest import GENES, make_counts
-from test_cli import TINY, error, tfmkit
+from test_cli import TINY, cli, error
 
 STEPS = 4
 RUN_ARGS = [*TINY[:-2], f"train.steps={STEPS}", "train.checkpoint_every=2", "train.val_every=0", "train.log_every=1",
@@ -36,7 +36,7 @@ def interrupted_run(tmp_path, monkeypatch):
     run = tmp_path / "run"
     with monkeypatch.context() as m:
         _interrupt_after(m, 2)
-        res = tfmkit("pretrain", "--data", tmp_path / "a.h5ad", "--data", tmp_path / "b.h5ad",
+        res = cli("pretrain", "--data", tmp_path / "a.h5ad", "--data", tmp_path / "b.h5ad",
                      "--out", run, *RUN_ARGS, code=130)
     assert res.stderr.strip().splitlines() == [
         f"interrupted: the checkpoint of step 2 in {run / 'model'} is kept; continue with: "
@@ -51,7 +51,7 @@ def _logged_steps(run) -> list[int]:
 def test_resume_restores_the_runs_own_config(interrupted_run):
     run = interrupted_run
     saved = (run / "config.yaml").read_bytes()
-    tfmkit("pretrain", "--out", run, "--resume")  # as the README writes it: no data, no overrides
+    cli("pretrain", "--out", run, "--resume")  # as the README writes it: no data, no overrides
     assert _logged_steps(run) == list(range(1, STEPS + 1))  # continued at 3, same schedule
     assert (run / "config.yaml").read_bytes() == saved
     lrs = [float(r["lr"]) for r in csv.DictReader(open(run / "train_log.csv"))]
@@ -70,7 +70,7 @@ def test_resume_refuses_a_contradicting_command_line(interrupted_run, tmp_path):
     assert (run / "config.yaml").read_bytes() == saved
     assert _logged_steps(run) == [1, 2]
     # repeating the saved values is no contradiction
-    tfmkit("pretrain", "--out", run, "--resume", f"train.steps={STEPS}", "--data", tmp_path / "a.h5ad",
+    cli("pretrain", "--out", run, "--resume", f"train.steps={STEPS}", "--data", tmp_path / "a.h5ad",
            "--data", tmp_path / "b.h5ad")
     assert _logged_steps(run) == list(range(1, STEPS + 1))
 
@@ -89,6 +89,6 @@ def test_interrupt_before_first_checkpoint(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tfmkit.training, "pretrain", interrupted)
-    res = tfmkit("pretrain", "--out", tmp_path / "r", *TINY, code=130)
+    res = cli("pretrain", "--out", tmp_path / "r", *TINY, code=130)
     assert "before the first checkpoint: nothing to resume" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

@@ -40,22 +40,49 @@ def test_map_symbols_priorities():
                             "unmapped", "ensembl"]
 
 
-def test_harmonize_genes_reports_and_drops_duplicates():
+def test_harmonize_genes_reports_and_drops_duplicates(capsys):
     a = _adata(["CD3E", "KIAA0101", "PCLAF", "NKG2D", "weird1", "CD3E"],
                gene_ids=["ENSG00000198851", "x", "y", "z", "w", "v"])
     X0 = a.X.copy()
-    rep = harmonize_genes(a)
+    rep = harmonize_genes(a, source="pbmc.h5ad")
+    # PCLAF is kept over KIAA0101 (its previous symbol) because it already has the approved name
     assert list(a.var_names) == ["CD3E", "PCLAF", "KLRK1", "weird1"]
-    assert list(a.var["original_symbol"]) == ["CD3E", "KIAA0101", "NKG2D", "weird1"]
-    assert list(a.var["hgnc_status"]) == ["approved", "previous", "alias", "unmapped"]
-    # first occurrence kept, later duplicates dropped, values never summed
-    np.testing.assert_array_equal(a.X, X0[:, [0, 1, 3, 4]])
-    assert rep.counts == {"approved": 1, "ensembl": 0, "previous": 1, "alias": 1, "unmapped": 1,
+    assert list(a.var["original_symbol"]) == ["CD3E", "PCLAF", "NKG2D", "weird1"]
+    assert list(a.var["hgnc_status"]) == ["approved", "approved", "alias", "unmapped"]
+    # first of two equally named columns kept; values never summed
+    np.testing.assert_array_equal(a.X, X0[:, [0, 2, 3, 4]])
+    assert rep.counts == {"approved": 2, "ensembl": 0, "previous": 0, "alias": 1, "unmapped": 1,
                           "duplicate_dropped": 2}
     assert rep.unmapped_examples == ["weird1"]
-    assert rep.duplicate_examples == ["PCLAF->PCLAF", "CD3E->CD3E"]
+    assert rep.duplicate_examples == ["KIAA0101->PCLAF", "CD3E->CD3E"]
     assert a.uns["tfmkit_gene_report"]["counts"]["duplicate_dropped"] == 2
     assert "6 genes -> 4 kept" in rep.summary() and "\n" not in rep.summary()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: pbmc.h5ad: 2 of 6 gene columns")
+    assert "KIAA0101 (kept PCLAF as PCLAF)" in err and "not summed" in err
+
+
+def test_harmonize_keeps_approved_column_over_renamed_zero_column(capsys):
+    """Issue 11 #5: SEPT7 (all zeros, first) and SEPTIN7 (the counts) -> SEPTIN7's counts kept."""
+    a = _adata(["SEPT7", "CD3E", "SEPTIN7"])
+    a.X[:, 0] = 0
+    counts = a.X[:, 2].copy()
+    harmonize_genes(a, source="marrow.h5ad")
+    assert list(a.var_names) == ["CD3E", "SEPTIN7"]
+    np.testing.assert_array_equal(a.X[:, 1], counts)
+    assert list(a.var["original_symbol"]) == ["CD3E", "SEPTIN7"]
+    err = capsys.readouterr().err
+    assert "marrow.h5ad: 1 of 3 gene columns" in err and "SEPT7 (kept SEPTIN7 as SEPTIN7)" in err
+
+
+def test_harmonize_quiet_without_collisions_and_strips_ensembl_versions(capsys):
+    # versioned Ensembl ids in var_names and in a gene_id column (GENCODE _PAR_Y suffix too)
+    a = _adata(["ENSG00000198851.7", "ENSG00000121410.12_PAR_Y", "x1"],
+               gene_ids=None)
+    a.var["gene_id"] = ["ENSG00000198851.7", "ENSG00000121410.12", "ENSG00000134460.15"]
+    rep = harmonize_genes(a)
+    assert list(a.var_names) == ["CD3E", "A1BG", "IL2RA"]
+    assert rep.counts["ensembl"] == 3 and capsys.readouterr().err == ""
 
 
 def test_harmonize_copy_leaves_input():

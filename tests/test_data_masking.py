@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tfmkit.data.masking import frequency_weights, sample_revealed
+from tfmkit.data.masking import DEFAULT_N_REVEALED, RevealSpec, frequency_weights, sample_revealed
 from tfmkit.errors import TfmkitError
 
 N_DRAWS = 40000
@@ -121,3 +121,21 @@ def test_frequency_weights():
     assert abs(w.sum() - 1) < 1e-6
     with pytest.raises(TfmkitError):
         frequency_weights(np.array([-1, 2]), 1.0)
+
+
+def test_reveal_spec_defaults_validation_and_weights():
+    assert RevealSpec() == RevealSpec(DEFAULT_N_REVEALED, 0.0, False) and DEFAULT_N_REVEALED == 256
+    assert RevealSpec(7.0).n_revealed == 7 and isinstance(RevealSpec(7.0).n_revealed, int)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(TfmkitError, match="n_revealed must be an integer >= 1"):
+            RevealSpec(bad)
+    with pytest.raises(TfmkitError, match="tau must be a finite number"):
+        RevealSpec(8, tau=float("nan"))
+
+    class Store:  # only what gene_weights reads
+        def nonzero_cells(self):
+            return np.array([0, 1, 4, 16])
+
+    assert RevealSpec(tau=0.0).gene_weights(Store()) is None  # uniform: no weights
+    w = RevealSpec(tau=0.5).gene_weights(Store())
+    np.testing.assert_allclose(w.numpy(), np.array([1, 1, 2, 4]) / 8, rtol=1e-6)

@@ -8,6 +8,7 @@ A *model directory* holds::
     criterion.safetensors  the task's learned parameters (NB dispersion, depth-shift s0, heads), if any
     optimizer.safetensors  AdamW moments (resumable checkpoints only)
     trainer_state.json     step, scheduler state, optimizer hyper-parameters, RNG state
+    MODEL_CARD.md, model_card.json, train_cells.npy   the model card (tfmkit.model_card)
 
 It is written into a temporary sibling directory and swapped in with ``os.replace``, so a kill at
 any point leaves either the previous or the new checkpoint complete (``<dir>.old`` is used as a
@@ -68,8 +69,13 @@ def _optimizer_state(tensors: dict, meta: dict) -> dict:
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: dict, vocab,
                     criterion: torch.nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None,
-                    trainer_state: dict | None = None) -> Path:
-    """Atomically write a model directory at ``path`` (replacing an older checkpoint there)."""
+                    trainer_state: dict | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
+    """Atomically write a model directory at ``path`` (replacing an older checkpoint there).
+
+    ``extra_files`` (name -> bytes) are written alongside, e.g. the model card
+    (:mod:`tfmkit.model_card`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -87,6 +93,8 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: dict, v
         if "rng" in state:
             save_file({"torch": state.pop("rng")}, str(tmp / "rng.safetensors"))
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2, default=str))
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
         for f in tmp.iterdir():  # flush file contents before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

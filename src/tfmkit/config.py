@@ -35,6 +35,8 @@ class DataConfig:
     """User ``.h5ad`` / 10x ``.h5`` files (raw counts); each file is one dataset/gene panel."""
     layer: str | None = None
     """Layer holding raw counts (default ``X``)."""
+    allow_low_coverage: bool = False
+    """Train even when few of a file's genes map to HGNC symbols (e.g. mouse data); off by default."""
     min_cells: int = 10
     """Keep vocabulary genes detected in at least this many corpus cells."""
     library_size: float = 1e5

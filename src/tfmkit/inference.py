@@ -11,8 +11,6 @@ registered family works.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import torch
@@ -34,14 +32,13 @@ def _corpus_for(adata, bm: TrainedModel, layer=None, library_key=None, allow_low
                                            allow_low_coverage=allow_low_coverage)
 
 
-def _collator(bm: TrainedModel, n_revealed: int | None):
-    """The training reveal rule (K, expressed-only) and ``L`` of the model; uniform over the
-    candidates (τ weights are a statistic of the training corpus, not used at inference)."""
-    from tfmkit.data.collate import PretrainCollator
+def _collator(bm: TrainedModel, corpus, n_revealed: int | None):
+    """The batch function of the model's own task for new cells (see
+    :meth:`tfmkit.tasks.Task.inference_collator`)."""
+    from tfmkit.tasks import build_task
 
-    data = bm.run_config.data
-    spec = replace(data.reveal, tau=0.0, n_revealed=int(n_revealed or data.n_revealed))
-    return PretrainCollator(spec, data.library_size)
+    task = build_task(bm.run_config, bm.vocab.n_genes)
+    return task.inference_collator(corpus, n_revealed)
 
 
 def _batches(corpus, collate, *, batch_size: int, seed: int, view: int, device):
@@ -75,7 +72,7 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
     bm = as_trained_model(model, vocab)
     adata = adata.copy() if copy else adata
     corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage)
-    collate = _collator(bm, n_revealed)
+    collate = _collator(bm, corpus, n_revealed)
     module = bm.module
     was_training = module.training
     module.eval()
@@ -103,7 +100,8 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
     prov = dict(adata.uns.get("tfmkit", {}))
     prov[key] = {
         "model": bm.source, "family": bm.family, "preset": bm.model_config.preset,
-        "step": bm.step, "n_revealed": int(collate.reveal.n_revealed), "n_views": n_views,
+        "step": bm.step, "n_revealed": getattr(getattr(collate, "reveal", None), "n_revealed", None),
+        "n_views": n_views,
         "pooling": pooling, "seed": seed, "n_genes_used": int(len(corpus.observable[0])),
         "n_genes_vocab": bm.vocab.n_genes, "n_cells_no_counts": n_empty,
         "tfmkit_version": __import__("tfmkit").__version__,
@@ -146,7 +144,7 @@ def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, seed
         raise TfmkitError(f"model family {bm.family!r} does not predict per-gene expression; "
                           "reconstruction needs gene_logits")
     corpus = _corpus_for(adata, bm, layer, library_key)
-    collate = _collator(bm, n_revealed)
+    collate = _collator(bm, corpus, n_revealed)
     bm.module.eval()
     parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}
     for _, cpu_batch, batch in _batches(corpus, collate, batch_size=batch_size, seed=seed, view=0,

@@ -68,7 +68,8 @@ def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
             from tfmkit.datasets import load_corpus as load_bundled
 
             adatas = load_bundled(tuple(cfg.data.datasets), qc=cfg.data.qc)
-    return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells)
+    return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells,
+                              allow_low_coverage=cfg.data.allow_low_coverage)
 
 
 class OneCycleCosine:
@@ -153,7 +154,7 @@ def validation_loss(state: TrainingState, loader_iter, n_batches: int, device, p
     return sum(losses) / max(len(losses), 1)
 
 
-def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path) -> None:
+def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path, card_files=None) -> None:
     config = {**cfg.to_dict(), "n_genes": vocab.n_genes, "step": state.step,
               "tfmkit_version": __import__("tfmkit").__version__}
     ckpt.save_checkpoint(
@@ -161,7 +162,32 @@ def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path) -> None:
         optimizer=state.optimizer,
         trainer_state={"step": state.step, "scheduler": state.scheduler.state_dict(),
                        "rng": torch.get_rng_state()},
+        extra_files=card_files,
     )
+
+
+class _CardRecorder:
+    """Collects what the model card needs while the loop runs (rank 0 only)."""
+
+    def __init__(self, cfg: RunConfig, corpus, model_dir: Path, resume: bool, device,
+                 in_memory: bool) -> None:
+        from tfmkit import model_card as mc
+
+        self.mc, self.cfg, self.corpus, self.device = mc, cfg, corpus, str(device)
+        prev = mc.read_card(model_dir) if resume else None
+        self.wall0 = float(prev["training"]["wall_s"]) if prev else 0.0
+        self.sources = ([{"name": n, "path": "in-memory AnnData", "sha256": None} for n in corpus.names]
+                        if in_memory else mc.data_sources(cfg))
+        self.fingerprints = mc.cell_fingerprints(corpus) if hasattr(corpus, "counts") else None
+        self.t0, self.cells = time.perf_counter(), 0
+
+    def files(self, state: TrainingState) -> dict[str, bytes]:
+        wall = time.perf_counter() - self.t0
+        card = self.mc.build_card(
+            self.cfg, module=state.model, vocab=self.corpus.vocab, store=self.corpus,
+            sources=self.sources, steps=state.step, wall_s=self.wall0 + wall,
+            cells_per_s=self.cells / wall if wall > 0 and self.cells else None, device=self.device)
+        return self.mc.card_files(card, self.fingerprints)
 
 
 def check_resume_config(cfg: RunConfig, out_dir: Path) -> None:
@@ -253,6 +279,7 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     saved = ckpt.read_checkpoint(model_dir, with_optimizer=True) if resume else None
     if resume:
         check_resume_config(cfg, out_dir)
+    given = corpus if corpus is not None else adatas
     if corpus is None:
         from tfmkit.data.vocab import GeneVocab
 
@@ -288,6 +315,8 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     log = _CsvLog(out_dir / LOG_FILE, append=resume) if rank == 0 else None
     end = min(t.steps, stop_after) if stop_after is not None else t.steps
     clip_params = list(state.model.parameters()) + list(state.task.parameters())
+    card = (_CardRecorder(cfg, corpus, model_dir, resume, device, in_memory=given is not None)
+            if rank == 0 else None)
     it = iter(loader)
     bar = _progress(progress and rank == 0, total=t.steps, start=state.step)
     state.model.train()
@@ -320,9 +349,11 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
                            force=state.step % t.log_every == 0 or state.step == end or val is not None)
             if bar is not None:
                 bar.update(loss=loss_sum)
+            if card is not None:
+                card.cells += n_cells
             if state.step % t.checkpoint_every == 0 or state.step == end:
                 if rank == 0:
-                    _save(state, cfg, vocab, model_dir)
+                    _save(state, cfg, vocab, model_dir, card.files(state))
                 if world > 1:
                     torch.distributed.barrier()
     finally:

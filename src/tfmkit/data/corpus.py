@@ -62,8 +62,8 @@ def _check_genes_map(name: str, a: ad.AnnData, n_in_vocab: int, vocab: GeneVocab
     if not allow_low_coverage and status is not None and (status == "unmapped").all():
         raise TfmkitError(
             f"none of the {a.n_vars} genes of dataset {name!r} (e.g. {ex}) maps to an HGNC symbol (other "
-            "species? Ensembl ids in another column?); use human HGNC symbols or Ensembl ids, or pass "
-            "allow_low_coverage=True (--allow-low-coverage) to use the names as they are.")
+            "species? Ensembl ids in another column?); use human HGNC symbols or Ensembl ids (var_names or "
+            "var['gene_ids']), or build the corpus with allow_low_coverage=True to keep the names as they are.")
 
 
 def _row_totals(X) -> np.ndarray:

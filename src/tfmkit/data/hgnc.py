@@ -9,14 +9,24 @@ symbols, previous symbols, Ensembl gene id, locus type; HGNC data are CC0) ships
     exact approved symbol > Ensembl id > previous symbol > alias symbol,
 
 where previous/alias symbols are used only when they point to exactly one approved symbol.
-Unmapped genes keep their name (reported, never dropped); two columns that land on the same
-name keep the first and drop the later ones (reported, never summed).
+Ensembl ids are accepted with or without a version suffix (``ENSG00000198851.7``) in
+``var_names`` or an Ensembl-id column of ``var`` (:data:`ENSEMBL_COLUMNS`).
+Unmapped genes keep their name (reported, never dropped).
+
+Collisions (several columns landing on one symbol, e.g. ``SEPT7`` and ``SEPTIN7`` both present):
+one column is kept, chosen by how it was named — ``approved > ensembl > previous > alias``, the
+first in file order on a tie — so a column already named by the approved symbol always wins
+over one renamed to it. The others are dropped, never summed: summing would double-count files
+that store the same gene twice (e.g. a merged reference), and a kept column is always one the
+user's file really had. Collisions are printed on stderr (one line per call, always shown) and
+recorded in ``uns``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import sys
 import warnings
 from functools import lru_cache
 from importlib import resources
@@ -29,6 +39,11 @@ from tfmkit.errors import TfmkitError
 HGNC_FILE = "hgnc_compact.tsv.gz"
 STATUSES = ("approved", "ensembl", "previous", "alias", "unmapped", "duplicate_dropped")
 GENE_REPORT_KEY = "tfmkit_gene_report"
+# Which of several columns landing on one symbol is kept (lower wins; ties -> first).
+KEEP_PRIORITY = {"approved": 0, "ensembl": 1, "previous": 2, "alias": 3, "unmapped": 4}
+# ``var`` columns read for Ensembl ids (the first present is used): Cell Ranger / scanpy,
+# GEO / CELLxGENE-style exports.
+ENSEMBL_COLUMNS = ("gene_ids", "gene_id", "ensembl_id", "ensembl_gene_id", "feature_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +124,29 @@ class GeneReport:
 
 
 def _strip_version(ens: str) -> str:
-    return ens.split(".", 1)[0] if ens.startswith("ENSG") else ens
+    """``ENSG00000198851.7`` / ``ENSG00000182378.14_PAR_Y`` -> ``ENSG00000198851`` /
+    ``ENSG00000182378`` (human Ensembl ids only; anything else unchanged)."""
+    return ens.split(".", 1)[0].split("_", 1)[0] if ens.startswith("ENSG") else ens
+
+
+def _keep_mask(new: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """Boolean mask of the columns kept when several map to one symbol (see module doc)."""
+    rank = np.array([KEEP_PRIORITY.get(s, 9) for s in status])
+    order = np.lexsort((np.arange(len(new)), rank))  # by rank, then file position
+    keep = np.zeros(len(new), dtype=bool)
+    keep[order[~pd.Index(new[order]).duplicated(keep="first")]] = True
+    return keep
+
+
+def _collision_line(source, original, new, keep) -> str:
+    """One stderr line describing the dropped duplicate columns."""
+    kept_by_symbol = {n: o for n, o, k in zip(new, original, keep) if k}
+    drop = np.flatnonzero(~keep)
+    ex = ", ".join(f"{original[i]} (kept {kept_by_symbol[new[i]]} as {new[i]})" for i in drop[:3])
+    where = f"{source}: " if source else ""
+    return (f"warning: {where}{len(drop)} of {len(original)} gene columns map to a symbol another "
+            f"column already has and were dropped, not summed (e.g. {ex}); the kept column is "
+            f"the one already named by the approved symbol, else the first.")
 
 
 def map_symbols(names, ensembl_ids=None, *, table: HGNCTable | None = None):
@@ -148,13 +185,23 @@ def map_symbols(names, ensembl_ids=None, *, table: HGNCTable | None = None):
     return np.array(new, dtype=object), np.array(status, dtype=object)
 
 
-def harmonize_genes(adata, *, copy: bool = False) -> GeneReport:
+def _ensembl_column(var: pd.DataFrame):
+    for col in ENSEMBL_COLUMNS:
+        if col in var:
+            return var[col].astype(str).to_numpy()
+    return None
+
+
+def harmonize_genes(adata, *, copy: bool = False, source: str | None = None) -> GeneReport:
     """Rename ``adata.var_names`` to HGNC approved symbols and drop duplicate columns.
 
-    Ensembl ids are read from ``var_names`` or ``var['gene_ids']`` (values starting with
-    ``ENSG``; version suffixes ignored). When several columns map to the same symbol the first
-    is kept and the later ones are removed (status ``duplicate_dropped``; counts are never
-    summed). Unmapped genes keep their original name.
+    Ensembl ids are read from ``var_names`` or the first of ``var[c]`` for ``c`` in
+    :data:`ENSEMBL_COLUMNS` (values starting with ``ENSG``; version suffixes ignored). When
+    several columns map to the same symbol one is kept — the one whose name already was the
+    approved symbol, else by status ``ensembl > previous > alias``, else the first — and the
+    others are removed (status ``duplicate_dropped``; counts are never summed; see the module
+    doc). Collisions are printed as one ``warning:`` line on stderr naming ``source`` (e.g. the
+    file name). Unmapped genes keep their original name.
 
     Keys written: ``.var['original_symbol']``, ``.var['hgnc_status']``,
     ``.uns['tfmkit_gene_report']`` (dict of the returned report).
@@ -167,20 +214,23 @@ def harmonize_genes(adata, *, copy: bool = False) -> GeneReport:
     """
     if adata.n_vars == 0:
         raise TfmkitError("the AnnData has no genes; nothing to harmonise.")
-    ens = adata.var["gene_ids"].astype(str).to_numpy() if "gene_ids" in adata.var else None
+    ens = _ensembl_column(adata.var)
     original = adata.var_names.astype(str).to_numpy()
     new, status = map_symbols(original, ens)
-    dup = pd.Index(new).duplicated(keep="first")
+    keep = _keep_mask(new, status)
+    dup = ~keep
     status = status.copy()
     status[dup] = "duplicate_dropped"
     counts = {s: int((status == s).sum()) for s in STATUSES}
     report = GeneReport(
         n_input=int(len(original)),
-        n_output=int((~dup).sum()),
+        n_output=int(keep.sum()),
         counts=counts,
         unmapped_examples=[str(x) for x in original[status == "unmapped"][:10]],
         duplicate_examples=[f"{o}->{n}" for o, n in zip(original[dup][:10], new[dup][:10])],
     )
+    if dup.any():
+        print(_collision_line(source, original, new, keep), file=sys.stderr)
     target = adata.copy() if copy else adata
     target.var["original_symbol"] = original
     target.var["hgnc_status"] = status
@@ -188,7 +238,7 @@ def harmonize_genes(adata, *, copy: bool = False) -> GeneReport:
         warnings.filterwarnings("ignore", message=".*names are not unique.*")
         target.var_names = pd.Index(new.astype(str))
     if dup.any():
-        target._inplace_subset_var(np.flatnonzero(~dup))
+        target._inplace_subset_var(np.flatnonzero(keep))
     target.uns[GENE_REPORT_KEY] = report.to_dict()
     if copy:
         report.adata = target

@@ -3,7 +3,9 @@
 ``x~_ng = log(1 + L * x_ng / sum_i x_ni)`` with ``L = 1e5`` by default. Equivalent to scanpy's
 ``normalize_total(target_sum=L)`` followed by ``log1p``; written here (rather than calling scanpy)
 because it must run on CSR blocks, dense numpy rows and torch batches alike without copying an
-AnnData. Cells with zero total stay all-zero.
+AnnData. Cells with zero total stay all-zero. The row sum here is over the given genes; training
+batches divide by each cell's total over *all* its original genes instead
+(:func:`tfmkit.data.transforms.log1p_normalize`).
 """
 
 from __future__ import annotations

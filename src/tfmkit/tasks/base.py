@@ -9,7 +9,7 @@ a classifier head — are trained and checkpointed with it) registered in :data:
   :func:`check_compatible` compares them with the model family's ``outputs`` when a config is
   loaded, so a misfit fails before any training or output with one line naming both;
 - :meth:`Task.collator` builds the batch function over a count store
-  (:mod:`tfmkit.data.collate`);
+  (:mod:`tfmkit.data.collate`), :meth:`Task.inference_collator` the one used to embed new cells;
 - :meth:`Task.loss` maps ``(ModelOutput, batch)`` to a per-cell loss ``(B,)``.
 
 :mod:`tfmkit.training` only calls these three, whatever the model family or task.
@@ -53,6 +53,14 @@ class Task(nn.Module):
     def collator(self, store):  # pragma: no cover - abstract
         """Batch function ``(store, cell_idx, generator) -> dict`` for this task."""
         raise NotImplementedError
+
+    def inference_collator(self, store, n_revealed: int | None = None):
+        """Batch function used to embed / reconstruct new cells (default: :meth:`collator`).
+
+        ``n_revealed`` overrides how many genes each cell shows the model, where the task
+        has such a setting.
+        """
+        return self.collator(store)
 
     def loss(self, output, batch: dict) -> torch.Tensor:  # pragma: no cover - abstract
         """Per-cell loss ``(B,)``; the loop takes its mean."""

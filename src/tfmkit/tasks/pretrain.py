@@ -62,5 +62,15 @@ class PretrainTask(Task):
 
         return PretrainCollator.for_store(store, self.reveal, self.library_size)
 
+    def inference_collator(self, store, n_revealed: int | None = None):
+        """The training reveal rule (K, expressed-only) and ``L``, uniform over the candidates:
+        τ weights are a statistic of the training corpus and are not used on new cells."""
+        from dataclasses import replace
+
+        from tfmkit.data.collate import PretrainCollator
+
+        spec = replace(self.reveal, tau=0.0, n_revealed=int(n_revealed or self.reveal.n_revealed))
+        return PretrainCollator(spec, self.library_size)
+
     def loss(self, output, batch: dict) -> torch.Tensor:
         return self.criterion(output, batch)  # (B,)

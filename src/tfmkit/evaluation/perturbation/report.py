@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tfmkit.evaluation.metric_registry import higher_is_better
 from tfmkit.evaluation.perturbation.runner import TASKS, table2
 from tfmkit.evaluation.report import LONG_COLUMNS, format_table, result_paths
 
@@ -26,7 +27,8 @@ SIMULATED_BANNER = ("> **SIMULATED DATA** — input produced by `tfmkit.datasets
 def table2_markdown(results: pd.DataFrame, precision: int = 2) -> str:
     """Markdown Table 2: rows = embeddings, columns = task scores (percent) + avg."""
     wide = table2(results)
-    best = {c: wide[c].max() for c in wide.columns}
+    pick = max if higher_is_better("score") else min
+    best = {c: pick(wide[c].dropna(), default=np.nan) for c in wide.columns}
     head = ["embedding", *wide.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for emb, row in wide.iterrows():

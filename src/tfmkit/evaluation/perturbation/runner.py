@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from tfmkit.errors import TfmkitError
 from tfmkit.evaluation.baselines import RANDOM_LABEL_SHUFFLE, baseline_embedding
+from tfmkit.evaluation.inputs import counts_matrix
 from tfmkit.evaluation.perturbation.consistency import N_NULL, ConsistencyTest
 from tfmkit.evaluation.perturbation.databases import DATABASES, relationship_databases
 from tfmkit.evaluation.perturbation.invertibility import invertibility
@@ -95,16 +96,7 @@ def control_mask(obs: pd.DataFrame, control_key: str, control_value=None) -> np.
 
 
 def _counts(adata, layer: str | None):
-    X = adata.layers[layer] if layer is not None else adata.X
-    if layer is not None and layer not in adata.layers:
-        raise TfmkitError(f"layer {layer!r} not found; available: {list(adata.layers)}")
-    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    sample = np.asarray(data[: 200_000], dtype=np.float64)
-    if sample.size and (sample.min() < 0 or np.abs(sample - np.round(sample)).max() > 1e-6
-                        or not np.isfinite(sample).all()):
-        where = f"layer {layer!r}" if layer else "X"
-        raise TfmkitError(f"{where} does not hold raw integer counts (baselines and the invertibility "
-                          "target need them); point --layer at the raw counts")
+    X, _ = counts_matrix(adata, layer, why="baselines and the invertibility target need them")
     return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
 
 
