@@ -216,3 +216,30 @@ def test_benchmarks_on_a_real_trained_model(trained, tmp_path):
     error("benchmark", "celltype", "--input", tmp_path / "e.h5ad", "--label-key", "no_such_column",
           "--obsm", "X_tfmkit", "--out", tmp_path / "ct2", match="no_such_column")
     assert not (tmp_path / "ct2").exists()  # a failed benchmark leaves no directory behind
+
+
+def test_embed_passes_allow_low_coverage(trained, tmp_path, monkeypatch):
+    """--allow-low-coverage reaches tfmkit.embed (which refuses < 1% vocabulary coverage without it)."""
+    import functools
+
+    import tfmkit
+
+    real, seen = tfmkit.embed, []
+
+    @functools.wraps(real)
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("allow_low_coverage"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tfmkit, "embed", spy)
+    args = ["embed", "--model", trained / "run", "--input", trained / "a.h5ad", "--output"]
+    cli(*args, tmp_path / "a.h5ad")
+    cli(*args, tmp_path / "b.h5ad", "--allow-low-coverage")
+    assert seen == [False, True]
+
+
+def test_ablate_errors(tmp_path):
+    error("ablate", "--grid", "no_such_grid", "--out", tmp_path / "abl", match="not found")
+    error("ablate", "--grid", "smoke", "--seeds", "1,x", "--out", tmp_path / "abl",
+          match="--seeds must be comma-separated integers, got '1,x'")
+    assert not (tmp_path / "abl").exists()

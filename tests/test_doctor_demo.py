@@ -14,21 +14,75 @@ def test_doctor_reports_ok(capsys):
     assert "torch" in out and "data: balf" in out
 
 
-@pytest.mark.slow
-def test_demo_writes_full_report(tmp_path):
+def test_demo_tiny_end_to_end(tmp_path):
+    """The real demo path (pretrain -> embed -> registered benchmarks -> report) on the tiny
+    budget; then the output-safety rules on the folder it wrote."""
+    import tfmkit
     from tfmkit.demo import run_demo
 
     out = tmp_path / "demo"
-    report = run_demo(out, quick=True, steps=3)
+    report = run_demo(out, tiny=True)
     for name in ("report.md", "results.csv", "loss_curve.png", "embedding_pbmc68k.png",
-                 "embedding_wu2020.png", "model/model.safetensors", "train_log.csv"):
+                 "embedding_wu2020.png", "model/model.safetensors", "train_log.csv", "config.yaml"):
         assert (out / name).is_file(), name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no partial folder left
     df = pd.read_csv(out / "results.csv")
-    assert {"embedding", "task", "metric", "value"} <= set(df.columns)
+    assert {"dataset", "embedding", "task", "metric", "value"} <= set(df.columns)
     knn = df[(df.task == "knn_5fold") & (df.metric == "accuracy")]
     assert set(knn.embedding) == {"tfmkit", "pca50", "lognorm", "random_label_shuffle"}
     assert set(knn.dataset) == {"pbmc68k", "wu2020"}
+    ct = df[df.task == "clustering"]
+    assert {"X_tfmkit", "pca50", "lognorm", "random_label_shuffle"} <= set(ct.embedding)
+    assert {"gene_recall", "mask90"} <= set(df.task)
     text = report.read_text()
-    assert "kNN label accuracy" in text and "Reading:" in text
+    assert "kNN label accuracy" in text and "Reading:" in text and "tiny budget" in text
+    model = tfmkit.load_model(out / "model")
+    assert tfmkit.gene_embeddings(model, kind="encoder").shape[0] > 100
+
     with pytest.raises(TfmkitError, match="--overwrite"):
-        run_demo(out, quick=True, steps=3)  # never silently replaces an earlier report
+        run_demo(out, tiny=True)  # never silently replaces an earlier report
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TfmkitError, match=r"holds files the demo did not write \(notes.txt\)"):
+        run_demo(out, tiny=True, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and report.read_text() == text
+
+
+def test_demo_overwrite_replaces_only_its_own_files(tmp_path):
+    from tfmkit.demo import _publish, check_out
+
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "model.safetensors").write_text("old")
+    for name in ("report.md", "embedding_old.png", "results.csv"):
+        (out / name).write_text("old")
+    check_out(out, overwrite=True)  # only demo artefacts: accepted
+    work = out / ".tfmkit-demo-partial-1"
+    (work / "model").mkdir(parents=True)
+    (work / "model" / "model.safetensors").write_text("new")
+    (work / "report.md").write_text("new")
+    _publish(work, out)
+    assert sorted(p.name for p in out.iterdir()) == ["model", "report.md"]
+    assert (out / "model" / "model.safetensors").read_text() == "new"
+    with pytest.raises(TfmkitError, match="not a directory"):
+        check_out(out / "report.md", overwrite=True)
+
+
+def test_demo_failure_leaves_no_output(tmp_path, monkeypatch):
+    import tfmkit.training
+    from tfmkit.demo import run_demo
+
+    def boom(cfg, out_dir, **kw):
+        (out_dir / "config.yaml").write_text("partial")
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(tfmkit.training, "pretrain", boom)
+    out = tmp_path / "new"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_demo(out, tiny=True)
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "report.md").write_text("earlier demo")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_demo(kept, tiny=True, overwrite=True)
+    assert [p.name for p in kept.iterdir()] == ["report.md"]  # the earlier demo is untouched

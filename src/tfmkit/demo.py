@@ -46,6 +46,7 @@ class EvalBudget:
     max_cells: int | None          # evaluation cells per labelled dataset (seeded subsample)
     celltype_seeds: int            # subsamples of the cell-type benchmark
     probes: tuple[str, ...]
+    baselines: tuple[str, ...] | None  # of the cell-type benchmark (None = the runner's default)
     databases: tuple[str, ...]     # gene-set databases of the gene recall
     n_null_draws: int
     n_null_pairs: int
@@ -56,9 +57,11 @@ class EvalBudget:
 
 
 EVAL_BUDGETS = {
-    "tiny": EvalBudget(240, 1, ("knn",), ("hallmark",), 1, 5_000, 300, (0.9,), 48, False),
-    "quick": EvalBudget(None, 2, ("linear", "knn"), ("corum", "hallmark"), 1, 100_000, None, (0.9,), None, True),
-    "full": EvalBudget(None, 5, ("linear", "mlp", "knn"), ("corum", "hallmark", "canonical_pathways"),
+    "tiny": EvalBudget(240, 1, ("knn",), ("lognorm", "pca50", "random_label_shuffle"), ("hallmark",),
+                       1, 5_000, 300, (0.9,), 48, False),
+    "quick": EvalBudget(None, 2, ("linear", "knn"), None, ("corum", "hallmark"), 1, 100_000, None,
+                        (0.9,), None, True),
+    "full": EvalBudget(None, 5, ("linear", "mlp", "knn"), None, ("corum", "hallmark", "canonical_pathways"),
                        3, 100_000, None, (0.5, 0.9), None, True),
 }
 
@@ -177,7 +180,9 @@ def _markdown(df: pd.DataFrame, extra: dict, budget: str, train_s: float, cfg) -
         f"K = {cfg.data.n_revealed}) for {cfg.train.steps} steps x {cfg.train.batch_size} cells on the "
         f"bundled Liao 2020 BALF patients ({budget} budget, {train_s:.0f} s of training). "
         "Embeddings of the labelled datasets below are zero-shot: neither dataset was seen in pretraining. "
-        "Baselines are computed on the evaluation data itself (PCA is fit on it), which favours them.", "",
+        "Baselines are computed on the evaluation data itself (PCA is fit on it), which favours them."
+        + (" **Tiny budget: a smoke test of the pipeline on subsampled cells; the numbers mean "
+           "nothing.**" if budget == "tiny" else ""), "",
         "## kNN label accuracy (k = 10, stratified 5-fold; mean ± std over folds)", "",
     ]
     knn = df[df.task == "knn_5fold"]
@@ -296,9 +301,10 @@ def _celltype_rows(name: str, info: dict, ev: EvalBudget) -> pd.DataFrame:
     """Cell-type benchmark rows from the registered runner (model + baselines), tagged by dataset."""
     from tfmkit.evaluation.benchmark_registry import BENCHMARKS
 
+    kw = {} if ev.baselines is None else {"baselines": ev.baselines}
     df = BENCHMARKS.get("celltype").run(info["adata"], label_key=info["label_key"],
                                         obsm_keys=["X_tfmkit"], n_seeds=ev.celltype_seeds,
-                                        probes=ev.probes)
+                                        probes=ev.probes, **kw)
     df = df.copy()
     df.insert(0, "dataset", name)
     return df

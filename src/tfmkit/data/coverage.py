@@ -38,7 +38,6 @@ WARN_VOCAB_FRACTION = 0.5
 REFUSE_VOCAB_FRACTION = 0.10
 WARN_INPUT_FRACTION = 0.5
 REFUSE_INPUT_FRACTION = 0.10
-SMALL_INPUT_FRACTION = 0.25  # input genes / vocabulary below which "a gene subset" is the cause
 
 # Ensembl gene-id prefixes of common non-human species (Ensembl stable-id prefixes).
 ENSEMBL_SPECIES = {
@@ -65,7 +64,7 @@ _PATTERNS = [
      "RefSeq transcript ids (e.g. {ex}); aggregate to genes and use gene symbols"),
     ("probe", re.compile(r"_(s_|x_)?at$"),
      "microarray probe ids (e.g. {ex}); map probes to gene symbols first"),
-    ("mouse_case", re.compile(r"^(?:[A-Z][a-z0-9]+[a-z0-9-]*|mt-[A-Z][a-z0-9]+|Gm\d+)$"),
+    ("mouse_case", re.compile(r"^(?!C\d+orf\d)(?:[A-Z][a-z0-9][a-z0-9-]*|mt-[A-Z][a-z0-9]+)$"),
      "mouse/rat-style symbols (e.g. {ex}: capitalised first letter only); the vocabulary is "
      "human HGNC symbols — use human data or convert orthologues"),
     ("lower_case", re.compile(r"^[a-z][a-z0-9.-]*\d[a-z0-9.-]*$|^[a-z]{2,}[a-z0-9.-]*$"),
@@ -134,7 +133,8 @@ def likely_cause(names, *, n_input: int | None = None, n_mapped: int = 0,
                  vocab_size: int | None = None) -> str | None:
     """The most likely reason ``names`` (the *unmapped* genes, or all of them) do not map:
     the namespace shared by at least 30 % of them (species, casing, Ensembl versions, numeric
-    ids, …), or a small input (a gene subset or targeted panel) when most genes did map."""
+    ids, …), or a small input (a gene subset or targeted panel: fewer genes than the
+    vocabulary, most of them mapped)."""
     names = [str(n) for n in names]
     counts = Counter(classify_gene_name(n) for n in names)
     counts.pop("symbol", None)
@@ -145,7 +145,7 @@ def likely_cause(names, *, n_input: int | None = None, n_mapped: int = 0,
             species = ", ".join(f"{s}: {c}" for s, c in other_species(names).items())
             return _CAUSES[cls].format(ex=", ".join(examples), species=species)
     n_input = len(names) if n_input is None else n_input
-    if vocab_size and n_input < SMALL_INPUT_FRACTION * vocab_size and n_mapped >= 0.5 * n_input:
+    if vocab_size and n_input < vocab_size and n_mapped >= 0.5 * n_input:
         return (f"the input has only {n_input} genes (a highly-variable-gene subset or a "
                 f"targeted panel?); use the file with all measured genes")
     return None
@@ -198,8 +198,12 @@ def check_coverage(report: CoverageReport, *, allow_low_coverage: bool = False,
     what = (f"{100 * frac:.1f}% of the {report.vocab_size}-gene model vocabulary is in the input"
             if with_vocab else f"only {100 * frac:.1f}% of the input genes are human HGNC symbols")
     where = f"{report.source}: " if report.source else ""
-    cause = f"likely cause: {report.likely_cause}" if report.likely_cause else (
-        f"unmapped genes e.g. {', '.join(report.unmapped_examples[:3])}")
+    if report.likely_cause:
+        cause = f"likely cause: {report.likely_cause}"
+    elif report.unmapped_examples:
+        cause = f"unmapped genes e.g. {', '.join(report.unmapped_examples[:3])}"
+    else:
+        cause = "check that the input holds the measured genes of the model's species"
     if report.n_mapped == 0:
         raise TfmkitError(f"{where}none of the {report.n_input} input genes maps "
                           f"{'to the model vocabulary' if with_vocab else 'to a human HGNC symbol'}; {cause}.")

@@ -4,6 +4,18 @@ Every failure a user can cause (missing, empty, corrupt file, unknown extension,
 layer, no cells/genes) becomes a one-line :class:`TfmkitError`. Gene names are *not* made
 unique here: :func:`tfmkit.data.hgnc.harmonize_genes` resolves duplicates (reporting them)
 after mapping names to HGNC approved symbols.
+
+Which reader to use:
+
+- :func:`read_input` — the file exactly as stored, after checking that ``layer`` (if given)
+  exists. Use it for every command whose output is the input plus results (``embed``,
+  benchmarks, ``doctor``): pass ``layer=`` on to the functions that need counts
+  (``tfmkit.embed(adata, model, layer=...)``, ``Corpus.from_adatas(..., layer=...)``), which
+  read the layer without touching ``X``.
+- :func:`read_anndata` with ``layer=`` — a counts-only AnnData whose ``X`` *is* the layer (the
+  layer is moved into ``X``, the file's own ``X`` is gone; with ``"raw"`` ``var`` and layers are
+  ``adata.raw``'s). Only for consumers that want nothing but the counts (pre-training corpora);
+  never for data that is written back out.
 """
 
 from __future__ import annotations
@@ -35,8 +47,21 @@ def _read(path: Path) -> ad.AnnData:
     )
 
 
+def read_input(path, *, layer: str | None = None) -> ad.AnnData:
+    """Read an ``.h5ad`` or 10x ``.h5`` file as stored (``X``, layers, ``.raw`` untouched),
+    failing early — before any work — when ``layer`` is given but absent (:func:`check_layer`).
+    See the module doc for when to use this rather than :func:`read_anndata`."""
+    adata = read_anndata(path)
+    if layer is not None:
+        check_layer(adata, layer, source=Path(path).name)
+    return adata
+
+
 def read_anndata(path, *, layer: str | None = None) -> ad.AnnData:
     """Read an ``.h5ad`` or 10x ``.h5`` file into memory.
+
+    With ``layer`` the result is a counts-only AnnData (the layer replaces ``X``); to keep the
+    file as stored use :func:`read_input` (module doc).
 
     Parameters
     ----------
@@ -77,19 +102,34 @@ def read_anndata(path, *, layer: str | None = None) -> ad.AnnData:
     return adata
 
 
+def available_matrices(adata: ad.AnnData) -> str:
+    """``layers: ['counts'] (--layer NAME), adata.raw (--layer raw), or X (omit --layer)`` —
+    every matrix a ``--layer`` could point to."""
+    parts = [f"layers: {sorted(adata.layers.keys())} (--layer NAME)" if len(adata.layers) else "layers: none"]
+    if adata.raw is not None:
+        parts.append("adata.raw (--layer raw)")
+    return ", ".join(parts) + ", or X (omit --layer)"
+
+
+def check_layer(adata: ad.AnnData, layer: str | None, *, source: str | None = None) -> None:
+    """Raise :class:`TfmkitError` unless ``layer`` is ``None``, a key of ``adata.layers`` or
+    ``"raw"`` with ``adata.raw`` present; the message lists what the file has."""
+    if layer is None or layer in adata.layers or (layer == "raw" and adata.raw is not None):
+        return
+    where = f" in {source}" if source else ""
+    raise TfmkitError(f"layer {layer!r} not found{where}; available {available_matrices(adata)}.")
+
+
 def select_layer(adata: ad.AnnData, layer: str) -> ad.AnnData:
     """Return ``adata`` with ``adata.layers[layer]`` (or ``adata.raw`` for ``"raw"``) moved into
-    ``X``. Raises :class:`TfmkitError` listing the available layers when it is absent."""
+    ``X`` — the original ``X`` is replaced and the layer removed, in place (meant for freshly
+    read files; see the module doc). Raises :class:`TfmkitError` listing the available
+    matrices when ``layer`` is absent."""
+    check_layer(adata, layer)
     if layer in adata.layers:
         adata.X = adata.layers[layer]
         del adata.layers[layer]
         return adata
-    if layer == "raw" and adata.raw is not None:
-        raw = adata.raw.to_adata()
-        raw.obs = adata.obs
-        return raw
-    avail = sorted(adata.layers.keys()) + (["raw"] if adata.raw is not None else [])
-    raise TfmkitError(
-        f"layer {layer!r} not found; available layers: {avail or 'none'} "
-        f"(omit --layer to use X)."
-    )
+    raw = adata.raw.to_adata()
+    raw.obs = adata.obs
+    return raw

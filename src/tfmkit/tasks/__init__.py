@@ -4,6 +4,7 @@ See :mod:`tfmkit.tasks.base`. Registered: ``pretrain`` (:mod:`tfmkit.tasks.pretr
 """
 
 from tfmkit.tasks import pretrain as _pretrain  # noqa: F401  (registers the task)
+from tfmkit.tasks import autoregressive as _autoregressive  # noqa: F401
 from tfmkit.tasks.base import TASKS, Task, build_task, check_compatible, task_class
 
 __all__ = ["TASKS", "Task", "build_task", "check_compatible", "task_class"]
