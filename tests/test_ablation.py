@@ -28,9 +28,9 @@ def test_ztest_known_value_and_edges():
     assert A.two_proportion_ztest(0, 10, 0, 20) == 1.0      # identical (degenerate variance)
     assert A.two_proportion_ztest(10, 10, 20, 20) == 1.0
     assert A.two_proportion_ztest(5, 10, 10, 20) == 1.0
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"z-test needs 0 <= x <= n and n > 0, got 11/10"):
         A.two_proportion_ztest(11, 10, 1, 10)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"z-test needs 0 <= x <= n and n > 0, got 0/0"):
         A.two_proportion_ztest(0, 0, 1, 10)
 
 

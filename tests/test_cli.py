@@ -59,7 +59,7 @@ def test_pretrain_then_embed(trained, tmp_path):
     assert list(out.var_names) == list(src.var_names)
     assert out.uns["tfmkit"]["X_tfmkit"]["n_genes_vocab"] == 40
     # the gene coverage is printed: all 30 input genes are in the 40-gene vocabulary
-    assert "genes: 30 of the input's 30 genes mapped to the model vocabulary (30 of 40 model genes, 75.0%)" in res.stdout
+    assert "a.h5ad: mapped 30 of 30 input genes to the model vocabulary (75.0% of the vocabulary)" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.h5ad"]  # no temp file left
 
 
@@ -218,24 +218,17 @@ def test_benchmarks_on_a_real_trained_model(trained, tmp_path):
     assert not (tmp_path / "ct2").exists()  # a failed benchmark leaves no directory behind
 
 
-def test_embed_passes_allow_low_coverage(trained, tmp_path, monkeypatch):
-    """--allow-low-coverage reaches tfmkit.embed (which refuses < 1% vocabulary coverage without it)."""
-    import functools
+def test_low_vocabulary_coverage_is_refused_unless_allowed(trained, tmp_path):
+    """3 of the 40 vocabulary genes (7.5% < 10%): refused with the cause; --allow-low-coverage embeds."""
+    few = make_counts(20, GENES[:3] + [f"Mmgene{i}" for i in range(27)], seed=4)
+    path = _write(few, tmp_path / "mouse.h5ad")
+    args = ["embed", "--model", trained / "run", "--input", path, "--output"]
+    error(*args, tmp_path / "x.h5ad", match="mouse.h5ad: 7.5% of the 40-gene model vocabulary is in the input")
+    assert not (tmp_path / "x.h5ad").exists()
+    res = cli(*args, tmp_path / "y.h5ad", "--allow-low-coverage")
+    assert "mapped 3 of 30 input genes to the model vocabulary (7.5% of the vocabulary)" in res.stderr
+    assert ad.read_h5ad(tmp_path / "y.h5ad").obsm["X_tfmkit"].shape == (20, 32)
 
-    import tfmkit
-
-    real, seen = tfmkit.embed, []
-
-    @functools.wraps(real)
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("allow_low_coverage"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tfmkit, "embed", spy)
-    args = ["embed", "--model", trained / "run", "--input", trained / "a.h5ad", "--output"]
-    cli(*args, tmp_path / "a.h5ad")
-    cli(*args, tmp_path / "b.h5ad", "--allow-low-coverage")
-    assert seen == [False, True]
 
 
 def test_ablate_errors(tmp_path):

@@ -135,20 +135,21 @@ def test_validation_and_layers():
 def test_inference_corpus_overlap():
     c = Corpus.from_adatas(_two())
     new = ad.AnnData(np.ones((3, 3), dtype=np.float32), var=pd.DataFrame(index=["CD3E", "xx", "yy"]))
-    ci = Corpus.from_adata_for_inference(new, c.vocab)
+    ci = Corpus.from_adata_for_inference(new, c.vocab, allow_low_coverage=True)  # 1 of 11 genes
     assert ci.vocab == c.vocab and ci.n_dropped_outside_vocab == {"input": 2}
     np.testing.assert_allclose(ci.library_sizes, 3.0)  # all input genes count
     none = ad.AnnData(np.ones((3, 2), dtype=np.float32), var=pd.DataFrame(index=["xx", "yy"]))
-    with pytest.raises(TfmkitError, match="none of the input genes are in the model vocabulary"):
+    with pytest.raises(TfmkitError, match="none of the 2 input genes maps to the model vocabulary"):
         Corpus.from_adata_for_inference(none, c.vocab)
-    with pytest.raises(TfmkitError, match="none of the input genes are in the model vocabulary"):
+    with pytest.raises(TfmkitError, match="none of the 2 input genes maps to the model vocabulary"):
         Corpus.from_adata_for_inference(none, c.vocab, allow_low_coverage=True)  # zero is never allowed
 
 
 def test_inference_low_coverage_refused_unless_allowed():
     big = GeneVocab([f"GENE{i}" for i in range(200)] + ["CD3E"])  # CD3E = 1 of 201 genes < 1%
     new = ad.AnnData(np.ones((2, 2), dtype=np.float32), var=pd.DataFrame(index=["CD3E", "xx"]))
-    with pytest.raises(TfmkitError, match=r"only 1 input genes are in the model vocabulary.*allow_low_coverage"):
+    with pytest.raises(TfmkitError, match=r"0.5% of the 201-gene model vocabulary is in the input "
+                                          r"\(below 10%\).*--allow-low-coverage"):
         Corpus.from_adata_for_inference(new, big)
     ci = Corpus.from_adata_for_inference(new, big, allow_low_coverage=True)
     assert ci.n_cells == 2 and list(ci.observable[0]) == [200]
@@ -157,11 +158,12 @@ def test_inference_low_coverage_refused_unless_allowed():
 def test_pretraining_corpus_refuses_dataset_with_no_mapped_gene():
     data = _two()
     mouse = ad.AnnData(np.ones((4, 3), dtype=np.float32), var=pd.DataFrame(index=["Zzz1", "Qqq2", "Xyz3"]))
-    with pytest.raises(TfmkitError, match="none of the 3 genes of dataset 'mouse' .* maps to an HGNC symbol"):
+    with pytest.raises(TfmkitError, match="mouse: none of the 3 input genes maps to a human HGNC symbol; "
+                                          "likely cause: mouse/rat-style symbols"):
         Corpus.from_adatas({**data, "mouse": mouse})
     c = Corpus.from_adatas({**data, "mouse": mouse}, allow_low_coverage=True)
     assert len(c.observable[2]) == 3
-    with pytest.raises(TfmkitError, match="none of the 3 genes of dataset 'mouse' .* is in the 11-gene vocabulary"):
+    with pytest.raises(TfmkitError, match="mouse: none of the 3 input genes maps to the model vocabulary"):
         Corpus.from_adatas({"mouse": mouse}, vocab=Corpus.from_adatas(data).vocab, allow_low_coverage=True)
 
 

@@ -112,9 +112,9 @@ def test_isolated_label_f1_matches_brute_force():
 
 
 def test_bad_embeddings_raise():
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"contains NaN or infinite values"):
         C.exact_neighbors(np.array([[0.0, np.nan], [1, 1], [2, 2]]), 2)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"need at least 3 cells for a neighbour graph, got 2"):
         C.exact_neighbors(np.zeros((2, 3)), 2)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"must be a 2-D \(cells, dims\) array"):
         C.exact_neighbors(np.zeros(5), 2)

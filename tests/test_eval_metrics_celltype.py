@@ -46,11 +46,29 @@ def test_subsample_is_seeded_and_bounded():
     assert np.array_equal(a, b) and len(np.unique(a)) == 30
     assert not np.array_equal(a, subsample(100, 30, 1))
     assert np.array_equal(subsample(20, 30, 0), np.arange(20))
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"n_cells must be positive, got 0"):
         subsample(10, 0, 0)
 
 
 def test_one_label_raises():
     X, _, _ = _separated()
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"at least two distinct labels"):
         celltype_metrics(X, np.zeros(len(X)))
+
+
+def test_batch_metrics_match_sklearn_and_scib():
+    """Batch-only mode: asw_batch = mean(1 − |s_i(batch)|) over all cells; iLISI = scib-metrics."""
+    import scib_metrics
+    from sklearn.metrics import silhouette_samples
+
+    from tfmkit.evaluation.clustering import exact_neighbors
+    from tfmkit.evaluation.metrics_celltype import BATCH_ONLY_METRICS, batch_metrics
+
+    X, _, b = _separated(120, seed=4)
+    X = X.astype(np.float32)
+    got = batch_metrics(X, b)
+    assert tuple(sorted(got)) == BATCH_ONLY_METRICS
+    assert got["asw_batch"] == pytest.approx(np.mean(1 - np.abs(silhouette_samples(X, b))), abs=1e-6)
+    assert got["ilisi"] == pytest.approx(float(scib_metrics.ilisi_knn(exact_neighbors(X, 90), b)), abs=1e-6)
+    with pytest.raises(TfmkitError, match="at least two distinct batches"):
+        batch_metrics(X, np.zeros(len(X)))

@@ -68,7 +68,7 @@ def test_reconstruction_metrics_keys_and_errors():
                         "binary_correctness_masked"}
     np.testing.assert_allclose(out["spearman"], 1.0)
     np.testing.assert_allclose(out["binary_correctness"], 1.0)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"reconstruction result lacks"):
         PQ.reconstruction_metrics({"pred": target})
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"must be .* arrays of one shape"):
         PQ.spearman_per_cell(np.ones((2, 3)), np.ones((2, 4)))

@@ -46,11 +46,11 @@ def test_write_results_refuses_overwrite(tmp_path):
     csv = pd.read_csv(paths["csv"])
     assert {"embedding", "task", "metric", "value", "std", "n_seeds"} <= set(csv.columns)
     assert paths["md"].read_text().startswith("# Title")
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"already exist; pass --overwrite"):
         R.write_results(_df(), out, "Title")
     R.write_results(_df(), out, "Title", overwrite=True)
 
 
 def test_missing_columns_raise():
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"results table lacks column\(s\) \['task', 'metric'\]"):
         R.format_table(pd.DataFrame({"embedding": ["a"], "value": [1.0]}))

@@ -112,6 +112,9 @@ def test_replogle_layout_and_errors(sim):
     with pytest.raises(TfmkitError, match="raw integer counts"):
         benchmark_perturbation(c, perturbation_key="gene", batch_key="gem_group", baselines=("pca10",),
                                n_seeds=1, tasks=("lin",))
+    with pytest.raises(TfmkitError, match=r"layer 'counts' is not in the AnnData; available: X \(default\)"):
+        benchmark_perturbation(a, perturbation_key="gene", batch_key="gem_group", baselines=("pca10",),
+                               layer="counts", n_seeds=1, tasks=("lin",))
 
 
 def test_cli_simulate_and_input(tmp_path, sim):
@@ -126,7 +129,7 @@ def test_cli_simulate_and_input(tmp_path, sim):
     assert {"embedding", "task", "metric", "value", "std", "n_seeds"} <= set(df.columns)
     assert "SIMULATED" in (out / "results.md").read_text()
     again = runner.invoke(app, args)  # never overwrite silently
-    assert isinstance(again.exception, TfmkitError)
+    assert again.exit_code == 2 and "already exist" in again.output, again.output
     path = tmp_path / "replogle.h5ad"
     _replogle_like(sim).write_h5ad(path)
     res = runner.invoke(app, ["benchmark", "perturbation", "-i", str(path), "--layout", "replogle2022",

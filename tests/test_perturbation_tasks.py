@@ -159,7 +159,7 @@ def test_knn_retrieval_clusters_and_controls_excluded():
     rng = np.random.default_rng(0)
     r = knn_retrieval(rng.normal(size=X.shape), labels, batches, query_batches=["0", "1"])
     assert r[1] < 25 and r[5] < 70  # chance 10% / ~41%
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"kNN retrieval needs cells in both the query and the reference"):
         knn_retrieval(X, labels, batches, query_batches=["0", "1", "2", "3"])
 
 
@@ -172,7 +172,7 @@ def test_ilisi_mixed_vs_separated():
     assert ilisi(X, b) > 80  # perplexity 30: finite-neighbourhood bias keeps it below 100
     Xs = X + 50 * (np.searchsorted(["a", "b", "c"], b)[:, None])
     assert ilisi(Xs, b) < 1
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"iLISI needs at least two batches"):
         ilisi(X, np.zeros(600))
 
 

@@ -101,6 +101,21 @@ class TrainConfig:
     """Validation batches per evaluation."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    task_kwargs: dict = field(default_factory=dict)
+    """Options of a fine-tuning task (e.g. ``classes``, ``label_key``, ``head`` of ``celltype``;
+    see :mod:`tfmkit.tasks`), written by ``tfmkit finetune`` so the model reloads unchanged."""
+    init_from: str | None = None
+    """Parent model directory whose weights (and, for the same task, learned task parameters)
+    initialise the model before training: fine-tuning. ``None`` = random initialisation."""
+    freeze: str = "full"
+    """What fine-tuning trains: ``full`` (every parameter), ``head`` (only the task's parameters,
+    e.g. a classifier head; the model is frozen) or ``partial`` (the last ``unfreeze_blocks``
+    transformer blocks and everything after them; see :mod:`tfmkit.finetune.freeze`)."""
+    unfreeze_blocks: int = 1
+    """Blocks left trainable with ``freeze: partial``."""
+    patience: int = 0
+    """Early stopping: stop after this many validation evaluations (every ``val_every`` steps)
+    without a lower validation loss, and keep the best checkpoint; 0 disables."""
 
 
 @dataclass

@@ -24,12 +24,14 @@ __all__ = ["DEFAULT_KEY", "TrainedModel", "embed", "gene_embeddings", "load_mode
 DEFAULT_KEY = "X_tfmkit"
 
 
-def _corpus_for(adata, bm: TrainedModel, layer=None, library_key=None, allow_low_coverage=False):
+def _corpus_for(adata, bm: TrainedModel, layer=None, library_key=None, allow_low_coverage=False,
+                source=None):
     """Align ``adata`` to the model vocabulary as a one-dataset in-memory store."""
     from tfmkit.data.corpus import Corpus
 
     return Corpus.from_adata_for_inference(adata, bm.vocab, layer=layer, library_key=library_key,
-                                           allow_low_coverage=allow_low_coverage)
+                                           allow_low_coverage=allow_low_coverage,
+                                           name=source or "input")
 
 
 def _collator(bm: TrainedModel, corpus, n_revealed: int | None):
@@ -54,7 +56,8 @@ def _batches(corpus, collate, *, batch_size: int, seed: int, view: int, device):
 def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int | None = None,
           n_views: int = 1, pooling: str = "cls", batch_size: int = 64, seed: int = 0,
           layer: str | None = None, library_key: str | None = None,
-          allow_low_coverage: bool = False, progress: bool = False, copy: bool = False):
+          allow_low_coverage: bool = False, source: str | None = None, progress: bool = False,
+          copy: bool = False):
     """Cell embedding of every cell into ``adata.obsm[key]`` (TxFM: the CLS state ``e``).
 
     Each cell reveals ``n_revealed`` observable genes (default: the model's training ``K``, with
@@ -63,7 +66,8 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
     ``cls+mean``. ``layer`` names the layer with raw counts (``"raw"`` = ``adata.raw``);
     ``library_key`` an ``obs`` column of per-cell total counts, for inputs that keep only a gene
     subset (e.g. pbmc68k's 765 genes with ``n_counts`` from the full transcriptome). Low gene
-    coverage of the vocabulary is refused unless ``allow_low_coverage``.
+    coverage of the vocabulary is refused unless ``allow_low_coverage``; ``source`` names the
+    input in messages (e.g. its file name).
 
     Keys written: ``.obsm[key]`` (cells x D float32) and ``.uns['tfmkit'][key]`` (provenance:
     model path, family, preset, training step, K, views, pooling, seed, genes used, cells with
@@ -71,7 +75,7 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
     """
     bm = as_trained_model(model, vocab)
     adata = adata.copy() if copy else adata
-    corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage)
+    corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage, source)
     collate = _collator(bm, corpus, n_revealed)
     module = bm.module
     was_training = module.training

@@ -53,21 +53,26 @@ def autocast_context(device: torch.device, precision: str = "auto"):
 
 
 def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
-    """Build the sparse multi-dataset :class:`~tfmkit.data.corpus.Corpus` of a run.
+    """Build the count store (:class:`~tfmkit.data.store.CountStore`) of a run.
 
-    ``adatas`` (name -> AnnData) wins; else ``cfg.data.paths``; else the bundled datasets.
+    ``adatas`` (name -> AnnData) wins and gives the in-memory
+    :class:`~tfmkit.data.corpus.Corpus`; else ``cfg.data.paths`` (files, directories,
+    manifests, a ``tfmkit prepare`` store or a SOMA experiment) go through
+    :func:`tfmkit.data.sources.open_corpus`: loaded whole when their counts fit in
+    ``data.max_in_memory_gb`` GB, read in row blocks otherwise; else the bundled datasets.
     """
     from tfmkit.data.corpus import Corpus
 
+    if adatas is None and cfg.data.paths:
+        from tfmkit.data.sources import DEFAULT_MAX_IN_MEMORY_GB, open_corpus
+
+        return open_corpus(cfg.data.paths, vocab=vocab, layer=cfg.data.layer, min_cells=cfg.data.min_cells,
+                           allow_low_coverage=cfg.data.allow_low_coverage,
+                           max_in_memory_gb=getattr(cfg.data, "max_in_memory_gb", DEFAULT_MAX_IN_MEMORY_GB))
     if adatas is None:
-        if cfg.data.paths:
-            from tfmkit.data.io import read_anndata
+        from tfmkit.datasets import load_corpus as load_bundled
 
-            adatas = {Path(p).stem: read_anndata(p, layer=cfg.data.layer) for p in cfg.data.paths}
-        else:
-            from tfmkit.datasets import load_corpus as load_bundled
-
-            adatas = load_bundled(tuple(cfg.data.datasets), qc=cfg.data.qc)
+        adatas = load_bundled(tuple(cfg.data.datasets), qc=cfg.data.qc)
     return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells,
                               allow_low_coverage=cfg.data.allow_low_coverage)
 
@@ -103,6 +108,36 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     step: int = 0
+    parent: dict | None = None
+    """For a fine-tune (``train.init_from``): the parent model's record (``model`` dir, ``step``,
+    ``family``, ``preset``, its ``task``) and the fine-tuning ``task``."""
+
+
+def init_from_parent(model: torch.nn.Module, task: torch.nn.Module, cfg: RunConfig, vocab=None) -> dict:
+    """Load the weights of the parent model ``cfg.train.init_from`` into ``model`` (and, when the
+    parent was trained with the same task, its learned task parameters into ``task``); return
+    the parent record stored in the fine-tune's ``config.json`` and model card."""
+    from tfmkit.data.vocab import GeneVocab
+
+    saved = ckpt.read_checkpoint(cfg.train.init_from)
+    pcfg = saved["config"]
+    if vocab is not None and list(GeneVocab.from_dict(saved["vocab"]).genes) != list(vocab.genes):
+        raise TfmkitError(f"the data of this run are aligned to another gene vocabulary than the parent "
+                          f"model {saved['dir']}; build the corpus with the parent's vocabulary")
+    try:
+        model.load_state_dict(saved["weights"])
+    except RuntimeError as err:
+        raise TfmkitError(f"parent model {saved['dir']} does not fit this run's model config "
+                          f"({str(err).splitlines()[0]}); use the parent's model section") from None
+    own = task.state_dict()
+    sd = saved["criterion"]
+    if sd and set(sd) == set(own) and all(sd[k].shape == own[k].shape for k in sd):
+        task.load_state_dict(sd)
+    ptrain = pcfg.get("train", {})
+    return {"model": str(Path(saved["dir"]).resolve()), "step": int(pcfg.get("step", 0)),
+            "family": pcfg.get("model", {}).get("family"), "preset": pcfg.get("model", {}).get("preset"),
+            "parent_task": ptrain.get("task", "pretrain"), "parent_objective": ptrain.get("objective"),
+            "task": cfg.train.task, "freeze": cfg.train.freeze}
 
 
 def build_training(cfg: RunConfig, n_genes: int, device: torch.device, vocab=None) -> TrainingState:
@@ -119,16 +154,24 @@ def build_training(cfg: RunConfig, n_genes: int, device: torch.device, vocab=Non
                         vocab_genes=list(vocab.genes) if vocab is not None else None).to(device)
     task = task.to(device)
     t = cfg.train
+    parent = init_from_parent(model, task, cfg, vocab) if t.init_from else None
+    if t.freeze != "full":
+        from tfmkit.finetune.freeze import apply_freeze
+
+        apply_freeze(model, t.freeze, t.unfreeze_blocks)
+        if t.freeze == "head" and not any(True for _ in task.parameters()):
+            raise TfmkitError(f"train.freeze=head trains only the task's parameters, and task "
+                              f"{t.task!r} has none; use full or partial")
     wd = t.weight_decay if t.weight_decay is not None else 1.0 / (t.lr * t.steps)
     # learned loss parameters (NB dispersion, depth-shift s0) are not decayed towards zero
-    params = [{"params": list(model.parameters())},
+    params = [{"params": [p for p in model.parameters() if p.requires_grad]},
               {"params": list(task.parameters()), "weight_decay": 0.0}]
     # fused kernel on CUDA; on CPU the per-tensor loop measured 3-5x faster than fused/foreach
     impl = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=wd,
                                   **impl)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, OneCycleCosine(t.steps, t.warmup_frac))
-    return TrainingState(model, task, optimizer, scheduler)
+    return TrainingState(model, task, optimizer, scheduler, parent=parent)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -138,7 +181,11 @@ def _to(batch: dict, device: torch.device) -> dict:
 def training_loss(state: TrainingState, batch: dict, forward_model=None) -> torch.Tensor:
     """Mean per-cell loss of one batch (model forward + task loss); ``forward_model`` is the
     DDP wrapper of ``state.model`` when distributed."""
-    out = (forward_model or state.model)(batch)
+    model = forward_model or state.model
+    if getattr(state.task, "encoder_only", False) and model is state.model:
+        out = state.model.encode_cells(batch)  # the task reads only cell/token states
+    else:
+        out = model(batch)
     return state.task.loss(out, batch).mean()
 
 
@@ -157,6 +204,8 @@ def validation_loss(state: TrainingState, loader_iter, n_batches: int, device, p
 def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path, card_files=None) -> None:
     config = {**cfg.to_dict(), "n_genes": vocab.n_genes, "step": state.step,
               "tfmkit_version": __import__("tfmkit").__version__}
+    if state.parent is not None or cfg.train.task != "pretrain":  # fine-tunes record both
+        config.update(parent=state.parent, task=cfg.train.task)
     ckpt.save_checkpoint(
         model_dir, model=state.model, config=config, vocab=vocab, criterion=state.task,
         optimizer=state.optimizer,
@@ -186,7 +235,8 @@ class _CardRecorder:
         card = self.mc.build_card(
             self.cfg, module=state.model, vocab=self.corpus.vocab, store=self.corpus,
             sources=self.sources, steps=state.step, wall_s=self.wall0 + wall,
-            cells_per_s=self.cells / wall if wall > 0 and self.cells else None, device=self.device)
+            cells_per_s=self.cells / wall if wall > 0 and self.cells else None, device=self.device,
+            parent=state.parent)
         return self.mc.card_files(card, self.fingerprints)
 
 
@@ -283,7 +333,9 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     if corpus is None:
         from tfmkit.data.vocab import GeneVocab
 
-        corpus = load_corpus(cfg, adatas, GeneVocab.from_dict(saved["vocab"]) if saved else None)
+        vocab_from = saved["vocab"] if saved else (
+            ckpt.read_checkpoint(t.init_from)["vocab"] if t.init_from else None)  # fine-tune: parent's genes
+        corpus = load_corpus(cfg, adatas, GeneVocab.from_dict(vocab_from) if vocab_from else None)
     vocab = corpus.vocab
     state = build_training(cfg, vocab.n_genes, device, vocab)
     if saved is not None:
@@ -300,7 +352,9 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
         tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         os.replace(tmp, out_dir / RUN_CONFIG)
 
-    train_idx, val_idx = corpus.split(cfg.data.val_fraction, seed=t.seed)
+    split = getattr(state.task, "split", None)  # a task may split its own way (e.g. by label)
+    train_idx, val_idx = (split(corpus, cfg.data.val_fraction, t.seed) if callable(split)
+                          else corpus.split(cfg.data.val_fraction, seed=t.seed))
     collate = state.task.collator(corpus)
     micro = t.accumulate
     loader = make_dataloader(corpus, train_idx, batch_size=t.batch_size, seed=t.seed,
@@ -312,6 +366,10 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
         val_loader = make_dataloader(corpus, val_idx, batch_size=vbs, seed=t.seed + 10_000,
                                      collate=collate, shuffle=False, drop_last=False)
         n_val = max(1, min(t.val_batches, math.ceil(len(val_idx) / vbs)))
+    if t.patience and val_loader is None and rank == 0:
+        raise TfmkitError("train.patience (early stopping) needs validation cells: set "
+                          "data.val_fraction > 0 and train.val_every > 0")
+    best_val, n_bad = math.inf, 0
     log = _CsvLog(out_dir / LOG_FILE, append=resume) if rank == 0 else None
     end = min(t.steps, stop_after) if stop_after is not None else t.steps
     clip_params = list(state.model.parameters()) + list(state.task.parameters())
@@ -351,11 +409,19 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
                 bar.update(loss=loss_sum)
             if card is not None:
                 card.cells += n_cells
-            if state.step % t.checkpoint_every == 0 or state.step == end:
+            improved = False
+            if t.patience and val is not None:
+                improved = val < best_val
+                best_val, n_bad = (val, 0) if improved else (best_val, n_bad + 1)
+            save = (improved if t.patience else
+                    state.step % t.checkpoint_every == 0 or state.step == end)
+            if save:
                 if rank == 0:
                     _save(state, cfg, vocab, model_dir, card.files(state))
                 if world > 1:
                     torch.distributed.barrier()
+            if t.patience and n_bad >= t.patience:
+                break  # early stopping: model_dir holds the best validation checkpoint
     finally:
         if log is not None:
             log.close()

@@ -7,29 +7,9 @@ input is read as is and ``--layer`` only tells :func:`tfmkit.embed` where the ra
 
 from __future__ import annotations
 
-import inspect
-
 import typer
 
 from tfmkit.cli.outputs import check_output_file, write_h5ad_atomic
-
-
-def _supported(func, **kwargs) -> dict:
-    """The subset of ``kwargs`` that ``func`` accepts (optional features of the library API)."""
-    params = inspect.signature(func).parameters
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
-def coverage_line(adata, key: str, layer: str | None) -> str | None:
-    """How many of the input's genes mapped to the model vocabulary, from the provenance that
-    :func:`tfmkit.embed` records in ``uns['tfmkit'][key]``; ``None`` when it is not recorded."""
-    prov = dict(adata.uns.get("tfmkit", {})).get(key, {})
-    used, vocab = prov.get("n_genes_used"), prov.get("n_genes_vocab")
-    if used is None or vocab is None:
-        return None
-    n_input = adata.raw.n_vars if (layer == "raw" and layer not in adata.layers and adata.raw is not None) else adata.n_vars
-    return (f"genes: {int(used)} of the input's {n_input} genes mapped to the model vocabulary "
-            f"({int(used)} of {int(vocab)} model genes, {int(used) / max(int(vocab), 1):.1%})")
 
 
 def embed(
@@ -39,24 +19,25 @@ def embed(
     key: str = typer.Option("X_tfmkit", "--key", help="obsm key to write the cell embedding to."),
     layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw). X and the layers are kept as they are."),
     n_revealed: int = typer.Option(None, "--n-revealed", help="Genes revealed per cell (default: the model's training K)."),
-    n_views: int = typer.Option(1, "--n-views", help="Average the CLS embedding over this many random maskings."),
+    n_views: int = typer.Option(1, "--n-views", help="Average the embedding over this many random reveals."),
+    pooling: str = typer.Option("cls", "--pooling", help="Cell embedding: cls, mean (of token states) or cls+mean."),
     batch_size: int = typer.Option(64, "--batch-size", help="Cells per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output if it exists."),
     allow_low_coverage: bool = typer.Option(False, "--allow-low-coverage", help="Embed even when few of the model's genes are found in the input (e.g. another species or gene namespace)."),
 ) -> None:
     """Embed cells with a trained model: writes obsm[KEY] and provenance in uns['tfmkit']."""
+    from pathlib import Path
+
     import tfmkit
-    from tfmkit.data.io import read_anndata
+    from tfmkit.data.io import read_input
 
     out = check_output_file(output, overwrite=overwrite)
-    m = tfmkit.load_model(model, **_supported(tfmkit.load_model, device=device))
-    adata = read_anndata(input)  # as is: --layer goes to tfmkit.embed, X/layers/var stay untouched
+    m = tfmkit.load_model(model, device=device)
+    adata = read_input(input, layer=layer)  # as is: --layer goes to tfmkit.embed, X/layers/var stay
+    # the gene-mapping line ("mapped N of M input genes ...") is printed by the data layer
     tfmkit.embed(adata, m, key=key, layer=layer, n_revealed=n_revealed, n_views=n_views,
-                 batch_size=batch_size, progress=True,
-                 **_supported(tfmkit.embed, allow_low_coverage=allow_low_coverage))
-    line = coverage_line(adata, key, layer)
-    if line:
-        typer.echo(line)
+                 pooling=pooling, batch_size=batch_size, progress=True,
+                 allow_low_coverage=allow_low_coverage, source=Path(input).name)
     write_h5ad_atomic(adata, out)
     typer.echo(f"wrote {out}: obsm[{key!r}] {adata.obsm[key].shape}")

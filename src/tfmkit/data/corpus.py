@@ -12,6 +12,7 @@ batches are built by a collator (:mod:`tfmkit.data.collate`), e.g. TxFM's
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Mapping
 
 import anndata as ad
@@ -31,7 +32,8 @@ from tfmkit.data.validate import validate_counts
 from tfmkit.data.vocab import GeneVocab
 from tfmkit.errors import TfmkitError
 
-MIN_VOCAB_OVERLAP = 0.01
+DEFAULT_WINDOW_BLOCKS = 16
+"""Blocks whose cells are mixed together under block shuffling (see :class:`CorpusBatches`)."""
 
 
 def _counts_adata(adata: ad.AnnData, layer: str | None) -> ad.AnnData:
@@ -48,22 +50,27 @@ def _counts_adata(adata: ad.AnnData, layer: str | None) -> ad.AnnData:
     return ad.AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names), var=var.copy())
 
 
-def _check_genes_map(name: str, a: ad.AnnData, n_in_vocab: int, vocab: GeneVocab,
+def _check_genes_map(name: str, a: ad.AnnData, vocab: GeneVocab, vocab_given: bool,
                      allow_low_coverage: bool) -> None:
-    """Refuse a dataset none of whose genes is in ``vocab`` or (unless ``allow_low_coverage``)
-    none of whose genes maps to an HGNC symbol."""
-    ex = ", ".join(map(str, a.var_names[:3]))
-    if n_in_vocab == 0:
-        raise TfmkitError(
-            f"none of the {a.n_vars} genes of dataset {name!r} (e.g. {ex}) is in the {vocab.n_genes}-gene "
-            "vocabulary; use HGNC symbols or Ensembl ids in var_names / var['gene_ids'] and data of the "
-            "same species as the vocabulary.")
-    status = a.var["hgnc_status"].astype(str).to_numpy() if "hgnc_status" in a.var else None
-    if not allow_low_coverage and status is not None and (status == "unmapped").all():
-        raise TfmkitError(
-            f"none of the {a.n_vars} genes of dataset {name!r} (e.g. {ex}) maps to an HGNC symbol (other "
-            "species? Ensembl ids in another column?); use human HGNC symbols or Ensembl ids (var_names or "
-            "var['gene_ids']), or build the corpus with allow_low_coverage=True to keep the names as they are.")
+    """Print how many of the dataset's genes mapped and warn / refuse on low coverage
+    (:mod:`tfmkit.data.coverage`): against the model vocabulary when one was given, else
+    against HGNC (building a vocabulary for pretraining)."""
+    from tfmkit.data.coverage import check_coverage, gene_coverage
+
+    names = a.var["original_symbol"] if "original_symbol" in a.var else a.var_names
+    in_vocab = vocab.gene_index(a.var_names) >= 0
+    if vocab_given:
+        rep = gene_coverage(names, int(in_vocab.sum()), vocab.n_genes, mapped=in_vocab, source=name)
+    elif not in_vocab.any():  # nothing of this dataset made it into the vocabulary
+        rep = gene_coverage(names, 0, vocab.n_genes, mapped=in_vocab, source=name)
+    else:
+        m = a.var["hgnc_status"].astype(str).to_numpy() != "unmapped"
+        rep = gene_coverage(names, int(m.sum()), None, mapped=m, source=name)
+        if allow_low_coverage and not m.any():  # e.g. a mouse corpus: its own names are the vocabulary
+            print(f"warning: {name}: no gene maps to a human HGNC symbol; keeping the file's gene "
+                  "names as they are (allow_low_coverage)", file=sys.stderr)
+            return
+    check_coverage(rep, allow_low_coverage=allow_low_coverage)
 
 
 def _row_totals(X) -> np.ndarray:
@@ -139,10 +146,12 @@ class Corpus:
         if not items:
             raise TfmkitError("no datasets given; pass at least one AnnData.")
         prepared, reports, totals = [], {}, []
+        vocab_given = vocab is not None
         for name, adata in items:
             a = _counts_adata(adata, layer)
             if validate:
-                validate_counts(a.X, name=f"dataset {name!r} " + (f"layers[{layer!r}]" if layer else "X"), bulk=bulk)
+                where = "X" if layer is None else "adata.raw" if layer == "raw" else f"layers[{layer!r}]"
+                validate_counts(a.X, name=where, bulk=bulk, adata=adata, layer=layer, source=str(name))
             if library_key is not None:
                 if library_key not in adata.obs:
                     raise TfmkitError(f"dataset {name!r} has no obs column {library_key!r} for library sizes.")
@@ -159,7 +168,7 @@ class Corpus:
         for name, a in prepared:
             gi = vocab.gene_index(a.var_names)
             keep = np.flatnonzero(gi >= 0)
-            _check_genes_map(name, a, len(keep), vocab, allow_low_coverage)
+            _check_genes_map(name, a, vocab, vocab_given, allow_low_coverage)
             dropped[name] = int(len(gi) - len(keep))
             X = sp.csr_matrix(a.X)[:, keep]
             X = sp.csr_matrix((X.data.astype(np.float32), gi[keep][X.indices], X.indptr), shape=(a.n_obs, vocab.n_genes))
@@ -182,31 +191,16 @@ class Corpus:
     @classmethod
     def from_adata_for_inference(cls, adata: ad.AnnData, vocab: GeneVocab, *, layer: str | None = None,
                                  bulk: bool = False, name: str = "input", library_key: str | None = None,
-                                 min_overlap: float = MIN_VOCAB_OVERLAP,
                                  allow_low_coverage: bool = False) -> "Corpus":
         """One-dataset corpus of new data aligned to an existing model vocabulary.
 
-        Genes outside the vocabulary are dropped (count in ``n_dropped_outside_vocab``);
-        raises :class:`TfmkitError` when no input gene is in the vocabulary, or (unless
-        ``allow_low_coverage``) when fewer than ``min_overlap`` (1%) of the vocabulary genes are
-        present. Library sizes use all the input's genes.
+        Genes outside the vocabulary are dropped (count in ``n_dropped_outside_vocab``); the
+        number of mapped genes is printed and low coverage of the vocabulary warns or is refused
+        unless ``allow_low_coverage`` (:func:`tfmkit.data.coverage.check_coverage`). Library sizes
+        use all the input's genes.
         """
-        a = _counts_adata(adata, layer)
-        if "hgnc_status" not in a.var:
-            harmonize_genes(a)
-        n_overlap = int((vocab.gene_index(a.var_names) >= 0).sum())
-        if n_overlap == 0 or (n_overlap < min_overlap * vocab.n_genes and not allow_low_coverage):
-            ex = ", ".join(map(str, a.var_names[:3]))
-            what = "none of the input genes are" if n_overlap == 0 else f"only {n_overlap} input genes are"
-            raise TfmkitError(
-                f"{what} in the model vocabulary ({n_overlap} of {vocab.n_genes} vocabulary genes found, "
-                f"input genes e.g. {ex}) — use HGNC symbols or Ensembl ids in var_names / var['gene_ids'] "
-                "and a model trained on the same species"
-                + ("." if n_overlap == 0 else ", or pass allow_low_coverage=True (--allow-low-coverage).")
-            )
-        # coverage is judged against the model vocabulary above, not against HGNC
         return cls.from_adatas({name: adata}, vocab=vocab, layer=layer, bulk=bulk, library_key=library_key,
-                               allow_low_coverage=True)
+                               allow_low_coverage=allow_low_coverage)
 
     # ---- queries --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -293,10 +287,22 @@ class CorpusBatches(Dataset):
     steps_per_epoch`` of epoch ``s // steps_per_epoch``, and the generator handed to
     ``collate`` is seeded from ``(seed, s, rank)``: any step is reproducible on its own, so
     resuming at ``start_step`` gives exactly the batches of an uninterrupted run.
+
+    **Block shuffling** (``block_size > 1``; default: the store's ``shuffle_block``, 1 for the
+    in-memory store, whose order above is unchanged): ``cell_indices`` are cut into runs of
+    ``block_size`` consecutive cells, the runs are permuted with ``rng([seed, e])``, rank ``r``
+    takes the ``r``-th contiguous share of that sequence, and cells are shuffled within windows
+    of ``window_blocks`` runs with ``rng([seed, e, r])``. A batch then touches at most
+    ``window_blocks`` blocks, which an on-disk store reads once per window. Still a pure
+    function of ``(seed, e, r)``: exact resume, and the batches do not depend on
+    ``num_workers``. Every epoch, ranks x workers see each cell at most once; only the
+    ``len(cell_indices) % (world_size * batch_size)`` cells of the remainder are left out
+    (with ``drop_last``).
     """
 
     def __init__(self, store: CountStore, cell_indices, *, batch_size: int, seed: int, collate: Collator,
-                 shuffle: bool = True, drop_last: bool = True, rank: int = 0, world_size: int = 1):
+                 shuffle: bool = True, drop_last: bool = True, rank: int = 0, world_size: int = 1,
+                 block_size: int | None = None, window_blocks: int = DEFAULT_WINDOW_BLOCKS):
         if seed < 0:
             raise TfmkitError(f"seed must be non-negative, got {seed}.")
         if not 0 <= rank < world_size:
@@ -309,6 +315,10 @@ class CorpusBatches(Dataset):
         self.cell_indices = np.asarray(cell_indices, dtype=np.int64)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
+        self.block_size = int(block_size if block_size is not None else getattr(store, "shuffle_block", 1))
+        self.window_blocks = int(window_blocks)
+        if self.block_size < 1 or self.window_blocks < 1:
+            raise TfmkitError(f"block_size ({self.block_size}) and window_blocks ({self.window_blocks}) must be >= 1.")
         self.cells_per_rank = len(self.cell_indices) // world_size
         n = self.cells_per_rank
         self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
@@ -326,11 +336,27 @@ class CorpusBatches(Dataset):
         """This rank's cells of epoch ``epoch`` in visiting order."""
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             cells = self.cell_indices
-            if self.shuffle:
-                cells = cells[np.random.default_rng([self.seed, epoch]).permutation(len(cells))]
-            cells = cells[self.rank::self.world_size][: self.cells_per_rank]
+            if self.shuffle and self.block_size > 1:
+                cells = self._block_shuffled(epoch)
+            else:
+                if self.shuffle:
+                    cells = cells[np.random.default_rng([self.seed, epoch]).permutation(len(cells))]
+                cells = cells[self.rank::self.world_size][: self.cells_per_rank]
             self._epoch_cache = (epoch, cells)
         return self._epoch_cache[1]
+
+    def _block_shuffled(self, epoch: int) -> np.ndarray:
+        """This rank's cells of ``epoch`` under block shuffling (see the class doc)."""
+        n, b = len(self.cell_indices), self.block_size
+        starts = np.arange(0, n, b)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(starts))
+        lengths = np.minimum(starts + b, n) - starts
+        s, ln = starts[order], lengths[order]
+        pos = np.repeat(s - np.concatenate([[0], np.cumsum(ln)[:-1]]), ln) + np.arange(n)  # (n,)
+        mine = pos[self.rank * self.cells_per_rank:(self.rank + 1) * self.cells_per_rank]
+        window = np.arange(len(mine)) // (b * self.window_blocks)
+        u = np.random.default_rng([self.seed, epoch, self.rank]).random(len(mine))
+        return self.cell_indices[mine[np.lexsort((u, window))]]
 
     def cells_for_step(self, step: int) -> np.ndarray:
         """Global cell indices of batch ``step``."""
@@ -359,7 +385,8 @@ class _StepSampler(Sampler):
 
 def make_dataloader(store: CountStore, cell_indices, *, batch_size: int, seed: int, collate: Collator,
                     shuffle: bool = True, drop_last: bool = True, start_step: int = 0, rank: int = 0,
-                    world_size: int = 1, num_workers: int = 0) -> DataLoader:
+                    world_size: int = 1, num_workers: int = 0, block_size: int | None = None,
+                    window_blocks: int = DEFAULT_WINDOW_BLOCKS) -> DataLoader:
     """Infinite, resumable DataLoader of batch dicts starting at global step ``start_step``.
 
     Items are whole batches built by ``collate`` (a :class:`~tfmkit.data.collate.Collator`,
@@ -367,9 +394,13 @@ def make_dataloader(store: CountStore, cell_indices, *, batch_size: int, seed: i
     :class:`CorpusBatches` for the visiting order and per-step seeding. The training loop
     decides when to stop. The loader's ``steps_per_epoch`` gives the epoch length. Each batch
     dict also carries ``keys.STEP`` (``"step"``, its global step, a 0-d int64 tensor).
+    ``block_size`` / ``window_blocks`` select block shuffling (default: the store's
+    ``shuffle_block``; 1 = full permutation). With ``num_workers`` workers, steps go round-robin
+    to workers (each worker builds whole batches), so workers x ranks partition every epoch.
     """
     ds = CorpusBatches(store, cell_indices, batch_size=batch_size, seed=seed, collate=collate,
-                       shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world_size)
+                       shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world_size,
+                       block_size=block_size, window_blocks=window_blocks)
     loader = DataLoader(ds, batch_size=None, sampler=_StepSampler(start_step), num_workers=num_workers)
     loader.steps_per_epoch = ds.steps_per_epoch
     return loader

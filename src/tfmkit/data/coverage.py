@@ -183,7 +183,7 @@ def gene_coverage(gene_names, n_mapped: int, vocab_size: int | None = None, *, m
 def check_coverage(report: CoverageReport, *, allow_low_coverage: bool = False,
                    warn_below: float | None = None, refuse_below: float | None = None,
                    file=None) -> CoverageReport:
-    """Print ``report.summary()`` on stderr (always), then a ``warning:`` line when coverage
+    """Print ``report.summary()`` on stderr (unless refusing), then a ``warning:`` line when coverage
     is below ``warn_below`` and raise :class:`TfmkitError` below ``refuse_below`` unless
     ``allow_low_coverage`` (then a warning). Coverage is the share of the vocabulary present
     (defaults 0.5 / 0.1) or, without a vocabulary, the share of input genes that map to HGNC
@@ -192,9 +192,10 @@ def check_coverage(report: CoverageReport, *, allow_low_coverage: bool = False,
     out = sys.stderr if file is None else file
     with_vocab = report.vocab_size is not None
     frac = report.frac_vocab if with_vocab else report.frac_input
-    warn_below = (WARN_VOCAB_FRACTION if with_vocab else WARN_INPUT_FRACTION) if warn_below is None else warn_below
-    refuse_below = (REFUSE_VOCAB_FRACTION if with_vocab else REFUSE_INPUT_FRACTION) if refuse_below is None else refuse_below
-    print(report.summary(), file=out)
+    if warn_below is None:
+        warn_below = WARN_VOCAB_FRACTION if with_vocab else WARN_INPUT_FRACTION
+    if refuse_below is None:
+        refuse_below = REFUSE_VOCAB_FRACTION if with_vocab else REFUSE_INPUT_FRACTION
     what = (f"{100 * frac:.1f}% of the {report.vocab_size}-gene model vocabulary is in the input"
             if with_vocab else f"only {100 * frac:.1f}% of the input genes are human HGNC symbols")
     where = f"{report.source}: " if report.source else ""
@@ -205,11 +206,12 @@ def check_coverage(report: CoverageReport, *, allow_low_coverage: bool = False,
     else:
         cause = "check that the input holds the measured genes of the model's species"
     if report.n_mapped == 0:
-        raise TfmkitError(f"{where}none of the {report.n_input} input genes maps "
-                          f"{'to the model vocabulary' if with_vocab else 'to a human HGNC symbol'}; {cause}.")
+        target = "to the model vocabulary" if with_vocab else "to a human HGNC symbol"
+        raise TfmkitError(f"{where}none of the {report.n_input} input genes maps {target}; {cause}.")
     if frac < refuse_below and not allow_low_coverage:
         raise TfmkitError(f"{where}{what} (below {100 * refuse_below:.0f}%); {cause}; or pass "
                           f"--allow-low-coverage (allow_low_coverage=True) to continue anyway.")
+    print(report.summary(), file=out)  # after the refusals: an error stays one line
     if frac < warn_below:
         print(f"warning: {where}{what} (below {100 * warn_below:.0f}%); results rest on fewer "
               f"genes than expected; {cause}.", file=out)

@@ -129,8 +129,10 @@ def _strip_version(ens: str) -> str:
     return ens.split(".", 1)[0].split("_", 1)[0] if ens.startswith("ENSG") else ens
 
 
-def _keep_mask(new: np.ndarray, status: np.ndarray) -> np.ndarray:
-    """Boolean mask of the columns kept when several map to one symbol (see module doc)."""
+def collision_keep_mask(new, status) -> np.ndarray:
+    """Boolean mask of the columns :func:`harmonize_genes` keeps when several map to one
+    symbol (``new``, ``status`` from :func:`map_symbols`; rule in the module doc)."""
+    new, status = np.asarray(new, dtype=object), np.asarray(status, dtype=object)
     rank = np.array([KEEP_PRIORITY.get(s, 9) for s in status])
     order = np.lexsort((np.arange(len(new)), rank))  # by rank, then file position
     keep = np.zeros(len(new), dtype=bool)
@@ -185,7 +187,8 @@ def map_symbols(names, ensembl_ids=None, *, table: HGNCTable | None = None):
     return np.array(new, dtype=object), np.array(status, dtype=object)
 
 
-def _ensembl_column(var: pd.DataFrame):
+def ensembl_column(var: pd.DataFrame):
+    """Ensembl ids from the first of :data:`ENSEMBL_COLUMNS` present in ``var``, else ``None``."""
     for col in ENSEMBL_COLUMNS:
         if col in var:
             return var[col].astype(str).to_numpy()
@@ -214,10 +217,10 @@ def harmonize_genes(adata, *, copy: bool = False, source: str | None = None) -> 
     """
     if adata.n_vars == 0:
         raise TfmkitError("the AnnData has no genes; nothing to harmonise.")
-    ens = _ensembl_column(adata.var)
+    ens = ensembl_column(adata.var)
     original = adata.var_names.astype(str).to_numpy()
     new, status = map_symbols(original, ens)
-    keep = _keep_mask(new, status)
+    keep = collision_keep_mask(new, status)
     dup = ~keep
     status = status.copy()
     status[dup] = "duplicate_dropped"

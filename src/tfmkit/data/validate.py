@@ -100,7 +100,8 @@ def validate_counts(X, *, name: str = "X", bulk: bool = False, adata=None,
     if X is None:
         raise TfmkitError(f"{where}{name} is empty (None); {raw_counts_hint(adata, exclude=layer)}.")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise TfmkitError(f"{where}{name} has shape {tuple(X.shape)}: it needs at least one cell and one gene.")
+        raise TfmkitError(f"{where}{name} has shape {tuple(X.shape)}: it needs at least one cell and "
+                          f"one gene.")
     data, _ = _values(X)
     if data.dtype.kind not in "biuf":
         raise TfmkitError(f"{where}{name} has non-numeric dtype {data.dtype}; pass a numeric count matrix.")

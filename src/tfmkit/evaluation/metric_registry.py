@@ -18,7 +18,7 @@ Add a metric with the decorator::
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from tfmkit.errors import TfmkitError
@@ -45,6 +45,7 @@ class Metric:
     higher_is_better: bool
     description: str
     path: str | None = None  # "module:function" of the pure array function, if any
+    fn: Callable | None = field(default=None, compare=False, repr=False)  # set by the decorator
 
     @property
     def task(self) -> str:
@@ -53,8 +54,8 @@ class Metric:
 
     def function(self) -> Callable | None:
         """The pure function that computes the metric (imported now), or ``None``."""
-        if self.path is None:
-            return None
+        if self.fn is not None or self.path is None:
+            return self.fn
         module, attr = self.path.split(":")
         return getattr(importlib.import_module(module), attr)
 
@@ -63,7 +64,8 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 def add_metric(name: str, *, task: str, higher_is_better: bool, description: str,
-               also: tuple[str, ...] = (), path: str | None = None) -> Metric:
+               also: tuple[str, ...] = (), path: str | None = None,
+               fn: Callable | None = None) -> Metric:
     """Register a metric ``name`` (``task`` first, then the task families in ``also``)."""
     tasks = (task, *also)
     bad = [t for t in tasks if t not in TASK_FAMILIES]
@@ -71,7 +73,7 @@ def add_metric(name: str, *, task: str, higher_is_better: bool, description: str
         raise ValueError(f"metric {name!r}: unknown task family {bad}; use {sorted(TASK_FAMILIES)}")
     if not description.strip() or "\n" in description.strip():
         raise ValueError(f"metric {name!r} needs a one-line description")
-    entry = Metric(name, tasks, bool(higher_is_better), description.strip(), path)
+    entry = Metric(name, tasks, bool(higher_is_better), description.strip(), path, fn)
     METRICS.register(name)(entry)
     return entry
 
@@ -82,7 +84,7 @@ def register_metric(name: str, *, task: str, higher_is_better: bool, description
 
     def deco(fn: Callable) -> Callable:
         add_metric(name, task=task, higher_is_better=higher_is_better, description=description,
-                   also=also, path=f"{fn.__module__}:{fn.__qualname__}")
+                   also=also, path=f"{fn.__module__}:{fn.__qualname__}", fn=fn)
         return fn
 
     return deco

@@ -6,6 +6,7 @@ Registered families (import registers them): ``txfm`` (:mod:`tfmkit.models.txfm`
 from __future__ import annotations
 
 from tfmkit.models import txfm as _txfm  # noqa: F401  (registers the family)
+from tfmkit.models import bmfm as _bmfm  # noqa: F401  (registers the family)
 from tfmkit.models import gpl_ar as _gpl_ar  # noqa: F401
 from tfmkit.models.build import build_model, config_from_dict, family_class, model_config
 from tfmkit.models.protocol import MODELS, FamilyConfig, FoundationModel, ModelOutput
