@@ -71,10 +71,10 @@ def model_preds(a, tr, te, parent: str, seed: int, args, init: str) -> np.ndarra
     with tempfile.TemporaryDirectory() as tmp:
         m = finetune_celltype(parent, a[tr].copy(), "bulk_labels", Path(tmp) / "ft", mode=args.mode,
                               steps=args.steps, lr=args.lr, batch_size=32, val_every=25,
-                              patience=args.patience, seed=seed, init=init, library_key="n_counts",
+                              patience=args.patience, seed=seed, init=init, library_key="n_counts", allow_low_coverage=True,
                               n_revealed=args.n_revealed, head=args.head)
         test = a[te].copy()
-        predict(test, m, library_key="n_counts", n_views=args.n_views, seed=seed)
+        predict(test, m, library_key="n_counts", allow_low_coverage=True, n_views=args.n_views, seed=seed)
         return test.obs["tfmkit_pred"].astype(str).to_numpy()
 
 

@@ -144,7 +144,13 @@ def test_smoke_ablation_end_to_end(tmp_path):
     assert set(df.embedding) == {"default", "MSE"}
     assert {"group", "embedding", "task", "metric", "value", "std", "p_adj"} <= set(df.columns)
     acc = df[(df.embedding == "MSE") & (df.metric == "accuracy")].iloc[0]
-    assert 0 <= acc.value <= 1 and acc.test == "z" and 0 <= acc.p_value <= 1
+    ps = pd.read_csv(tmp_path / "per_seed.csv").set_index(["embedding", "metric"])
+    x = {e: (int(round(ps.loc[(e, "accuracy"), "value"] * ps.loc[(e, "accuracy"), "n"])),
+             int(ps.loc[(e, "accuracy"), "n"])) for e in ("MSE", "default")}
+    n_cells = A.load_eval_sets({"celltype": ["wu2020"]})["wu2020"][0].n_obs
+    assert acc.test == "z" and acc.n == x["MSE"][1] == n_cells  # every cell scored once
+    assert acc.p_value == pytest.approx(A.two_proportion_ztest(*x["MSE"], *x["default"]))
+    assert set(df[df.embedding == "MSE"].task) == {"knn_wu2020", "recon_wu2020_mask90"}
     assert "### loss" in res["table"] and (tmp_path / "per_seed.csv").exists()
     weights = tmp_path / "runs" / "MSE" / "seed0" / "model" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns

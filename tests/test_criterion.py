@@ -67,6 +67,8 @@ def test_objective_without_a_producing_family_is_refused_at_load():
     with pytest.raises(TfmkitError, match="train.objective 'wced_loss' needs model output.*"
                                           "family 'txfm' does not produce"):
         load_config("txfm_tiny", ["train.objective=wced_loss"])
+    with pytest.raises(TfmkitError, match="family 'bmfm' does not produce with this config"):
+        load_config("bmfm_wced_tiny", ["model.wced_head=false"])  # the head is switched off
 
 
 @pytest.mark.parametrize("loss_on", ["all", "masked"])

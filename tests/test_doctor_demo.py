@@ -11,7 +11,7 @@ def test_doctor_reports_ok(capsys):
 
     assert run_doctor() is True
     out = capsys.readouterr().out
-    assert "torch" in out and "data: balf" in out
+    assert "torch" in out and "file: liao2020_balf.npz" in out and "all good" in out
 
 
 def test_demo_tiny_end_to_end(tmp_path):

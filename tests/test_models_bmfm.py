@@ -18,7 +18,7 @@ from tfmkit.data import keys as K
 from tfmkit.data import collate_bmfm as CB
 from tfmkit.data.corpus import Corpus
 from tfmkit.errors import TfmkitError
-from tfmkit.models import ModelOutput, build_model
+from tfmkit.models import build_model
 from tfmkit.models.grl import GradientReversal
 from tfmkit.tasks.mlm import masked_gene_loss, mlm_value_loss
 from tfmkit.tasks.multitask import MultitaskTask, focal_loss
@@ -74,6 +74,8 @@ def test_masked_gene_loss_matches_hand_computation():
     out, batch = _mlm_case(seed=3)
     lp, y = log_softmax(out["gene"].numpy(), axis=-1), batch[CB.MLM_GENE_TARGET].numpy()
     got = masked_gene_loss(out, batch)
+    sel = batch[CB.MLM_GENE_TARGET] >= 0
+    torch.testing.assert_close(masked_gene_loss({"gene_masked": out["gene"][sel]}, batch), got)  # packed form
     for b in range(y.shape[0]):
         Q = np.flatnonzero(y[b] >= 0)
         ref = np.mean([-lp[b, t, y[b, t]] for t in Q]) if len(Q) else 0.0

@@ -132,7 +132,8 @@ def gene_embeddings(model, kind: str = "encoder", *, vocab=None) -> pd.DataFrame
 
 @torch.no_grad()
 def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, seed: int = 0,
-                batch_size: int = 64, layer: str | None = None, library_key: str | None = None) -> dict:
+                batch_size: int = 64, layer: str | None = None, library_key: str | None = None,
+                allow_low_coverage: bool = False) -> dict:
     """Predict every vocabulary gene of every cell from ``n_revealed`` revealed genes.
 
     Needs a family that produces ``gene_logits`` (and ``gene_pred``). Returns numpy arrays over
@@ -144,10 +145,10 @@ def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, seed
     from tfmkit.data import keys as K
 
     bm = as_trained_model(model, vocab)
-    if "gene_logits" not in type(bm.module).outputs:
+    if "gene_logits" not in bm.module.outputs:
         raise TfmkitError(f"model family {bm.family!r} does not predict per-gene expression; "
                           "reconstruction needs gene_logits")
-    corpus = _corpus_for(adata, bm, layer, library_key)
+    corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage)
     collate = _collator(bm, corpus, n_revealed)
     bm.module.eval()
     parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}

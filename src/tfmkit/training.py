@@ -192,12 +192,14 @@ def training_loss(state: TrainingState, batch: dict, forward_model=None) -> torc
 @torch.no_grad()
 def validation_loss(state: TrainingState, loader_iter, n_batches: int, device, precision) -> float:
     state.model.eval()
+    state.task.eval()  # heads with dropout / batch norm (fine-tuning tasks)
     losses = []
     for _ in range(n_batches):
         batch = _to(next(loader_iter), device)
         with autocast_context(device, precision):
             losses.append(float(training_loss(state, batch)))
     state.model.train()
+    state.task.train()
     return sum(losses) / max(len(losses), 1)
 
 

@@ -15,6 +15,8 @@ module         commands
 ``doctor``     ``tfmkit doctor``
 ``ablate``     ``tfmkit ablate``
 ``benchmark``  ``tfmkit benchmark celltype|genes|pretraining|perturbation``
+``finetune``   ``tfmkit finetune celltype|ssl``
+``predict``    ``tfmkit predict``
 =============  ==========================================
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import typer
 
 from tfmkit.cli import ablate, benchmark, demo, doctor, embed, train
+from tfmkit.cli import finetune, predict
 from tfmkit.cli.errors import TfmkitGroup
 
 __all__ = ["app", "benchmark_app", "main"]
@@ -50,6 +53,15 @@ benchmark_app.command("celltype")(benchmark.celltype)
 benchmark_app.command("genes")(benchmark.genes)
 benchmark_app.command("pretraining")(benchmark.pretraining)
 benchmark_app.command("perturbation")(benchmark.perturbation)
+finetune_app = typer.Typer(
+    cls=TfmkitGroup,
+    help="Fine-tune a model directory on target cells (writes OUT/model, which records its parent and task).",
+    no_args_is_help=True,
+)
+app.add_typer(finetune_app, name="finetune")
+finetune_app.command("celltype")(finetune.celltype)
+finetune_app.command("ssl")(finetune.ssl)
+app.command("predict")(predict.predict)
 
 
 def main() -> None:

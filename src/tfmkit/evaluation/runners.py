@@ -253,7 +253,8 @@ def benchmark_genes(model=None, *, representations: dict | None = None, adata=No
 def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT_MASK_RATES,
                           n_seeds: int = 1, layer: str | None = None, batch_size: int = 64,
                           name: str = "model", mean_baseline: bool = True,
-                          library_key: str | None = None) -> pd.DataFrame:
+                          library_key: str | None = None, allow_low_coverage: bool = False,
+                          ) -> pd.DataFrame:
     """Reconstruction quality of ``model`` on held-out ``adata`` at each masking rate.
 
     For a rate ``r`` every cell reveals ``n = max(1, round((1 − r) · G_obs))`` of its ``G_obs``
@@ -263,7 +264,8 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
     ``gene_mean`` baseline predicts every cell's profile as the per-gene mean lognorm of the
     evaluation cells (a population prior; its logits are the same means). Task names are
     ``mask<percent>`` (e.g. ``mask90``). ``library_key``: obs column of full-transcriptome totals
-    for inputs that keep a gene subset (see :func:`tfmkit.inference.embed`).
+    for inputs that keep a gene subset (see :func:`tfmkit.inference.embed`);
+    ``allow_low_coverage`` lets such a subset through the vocabulary-coverage check.
     """
     from tfmkit import inference
     from tfmkit.evaluation import pretraining_quality as PQ
@@ -280,11 +282,13 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
             if n_rev is None:
                 probe = inference.reconstruct(adata[: min(adata.n_obs, 64)], model, n_revealed=1,
                                               seed=seed, batch_size=batch_size, layer=layer,
-                                              library_key=library_key)
+                                              library_key=library_key,
+                                              allow_low_coverage=allow_low_coverage)
                 g_obs = float(np.median(probe["observable"].sum(1)))
                 n_rev = max(1, int(round((1 - rate) * g_obs)))
             rec = inference.reconstruct(adata, model, n_revealed=n_rev, seed=seed,
-                                        batch_size=batch_size, layer=layer, library_key=library_key)
+                                        batch_size=batch_size, layer=layer, library_key=library_key,
+                                        allow_low_coverage=allow_low_coverage)
             variants = [(name, rec)]
             if mean_baseline:
                 variants.append(("gene_mean", _mean_profile(rec)))

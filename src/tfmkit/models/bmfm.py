@@ -13,7 +13,10 @@ Heads, chosen by the config (the ``tiny`` preset enables all of them):
 - ``token_heads`` (per token, from its final state): ``value`` (B, T) regression of the
   log1p-normalised value, ``is_zero`` (B, T) logit that the value is 0, ``value_bins``
   (B, T, n_bins) bin logits, ``gene`` (B, T, G) gene-identity logits (dense, like a BERT
-  masked-LM head);
+  masked-LM head). When the batch carries ``mlm_gene_target`` (training) the gene head is
+  evaluated at the gene-masked tokens only and returned as ``token_outputs["gene_masked"]``
+  ``(N, G)``, rows in the row-major order of ``mlm_gene_target >= 0``: the dense ``(B, T, G)``
+  logits cost ``T / N`` times more (measured on CPU, B=32, T=256, G=16k: +5 s per step);
 - ``wced_head`` (from the CLS state only, BMFM Fig. 2): ``wced_expressed`` and ``wced_value``,
   two ``(B, G)`` vectors over the whole vocabulary; the model then also returns
   ``gene_logits = wced_value`` and ``gene_pred = sigmoid(wced_expressed) * wced_value`` (expected
@@ -41,7 +44,7 @@ from tfmkit.models.transformer import SetEncoder
 N_SPECIAL_TOKENS = 4  # PAD, CLS, MASK, PERT (tfmkit.data.vocab.GeneVocab.N_SPECIAL)
 TOKEN_HEADS = ("value", "is_zero", "value_bins", "gene")
 # batch keys of tfmkit.data.collate_bmfm (strings repeated so the model does not import collators)
-VALUE_MASKED, DEPTH = "value_masked", "depth"
+VALUE_MASKED, DEPTH, MLM_GENE_TARGET = "value_masked", "depth", "mlm_gene_target"
 
 
 @dataclass
@@ -161,6 +164,16 @@ class BMFM(FoundationModel):
         self.token_heads = nn.ModuleDict({h: nn.Linear(D, sizes[h]) for h in TOKEN_HEADS
                                           if h in config.token_heads})
         self.wced = WCEDHead(D, n_genes, config.wced_layers) if config.wced_head else None
+        # what this instance produces (the class attribute lists every configurable output)
+        self.outputs = type(self).outputs_for(config)
+
+    @classmethod
+    def outputs_for(cls, config) -> frozenset[str]:
+        """The heads switched on in ``config`` (the class attribute lists every possible one)."""
+        return frozenset({"cell", "token_states", "token_mask"}
+                         | {f"token:{h}" for h in TOKEN_HEADS if h in config.token_heads}
+                         | ({"wced_expressed", "wced_value", "gene_logits", "gene_pred"}
+                            if config.wced_head else set()))
 
     def tokens(self, batch: dict) -> torch.Tensor:
         """Input tokens ``(B, K, D)``: gene + expression encodings, MASK vector where masked."""
@@ -194,6 +207,9 @@ class BMFM(FoundationModel):
         out = self.encode_cells(batch)
         h = out.token_states  # (B, K, D)
         for name, head in self.token_heads.items():
+            if name == "gene" and MLM_GENE_TARGET in batch:  # training: only the gene-masked tokens
+                out.token_outputs["gene_masked"] = head(h[batch[MLM_GENE_TARGET] >= 0])  # (N, G)
+                continue
             y = head(h)  # (B, K, n)
             out.token_outputs[name] = y.squeeze(-1) if name in ("value", "is_zero") else y  # (B, K[, n])
         if self.wced is not None:

@@ -101,6 +101,12 @@ class FoundationModel(nn.Module):
     config: FamilyConfig
     n_genes: int
 
+    @classmethod
+    def outputs_for(cls, config) -> frozenset[str]:
+        """What a model of ``config`` produces (families with optional heads narrow
+        :attr:`outputs`); used by :func:`tfmkit.tasks.check_compatible` at config load."""
+        return cls.outputs
+
     def forward(self, batch: dict) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

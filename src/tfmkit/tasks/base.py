@@ -80,12 +80,13 @@ def check_compatible(cfg) -> None:
 
     family = family_class(cfg.model.family)
     task = task_class(cfg.train.task)
-    missing = task.required_outputs(cfg) - family.outputs
+    produced = family.outputs_for(cfg.model)
+    missing = task.required_outputs(cfg) - produced
     if missing:
         raise TfmkitError(
             f"{task.describe(cfg)} needs model output(s) {', '.join(sorted(missing))}, which model "
-            f"family {family.family!r} does not produce (it produces "
-            f"{', '.join(sorted(family.outputs))}); choose another objective or model.family")
+            f"family {family.family!r} does not produce with this config (it produces "
+            f"{', '.join(sorted(produced))}); choose another objective, head or model.family")
 
 
 def build_task(cfg, n_genes: int) -> Task:

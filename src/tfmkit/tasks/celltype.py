@@ -71,7 +71,8 @@ class CellTypeTask(Task):
     label_key
         ``obs`` column holding the labels.
     head
-        ``linear`` or ``mlp`` (``D -> D``, GELU, dropout, ``-> C``).
+        ``linear`` or ``mlp`` (``D -> D``, GELU, dropout, ``-> C``), after a non-affine
+        BatchNorm of the embedding (its running statistics are saved with the head).
     pooling
         ``cls``, ``mean`` or ``cls+mean`` (:meth:`~tfmkit.models.protocol.FoundationModel.cell_embedding`).
     loss
@@ -107,6 +108,10 @@ class CellTypeTask(Task):
         self.adversary_weight = float(adversary_weight)
         d = 2 * dim if pooling == "cls+mean" else dim
         C = len(self.classes)
+        # feature-wise standardisation of the embedding over cells (MAE's linear-probe BatchNorm,
+        # He et al. 2022 §A.1): a pretrained CLS state varies little between cells next to its
+        # common direction, which would leave a plain linear head crawling
+        self.norm = nn.BatchNorm1d(d, eps=1e-8, momentum=None, affine=False)  # cumulative stats
         self.dropout = nn.Dropout(dropout)
         self.head = (nn.Linear(d, C) if head == "linear" else
                      nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, C)))
@@ -175,7 +180,7 @@ class CellTypeTask(Task):
 
     def logits(self, output) -> torch.Tensor:
         """``(B, C)`` class logits (no dropout in eval mode)."""
-        return self.head(self.dropout(self.embedding(output)))  # (B, C)
+        return self.head(self.dropout(self.norm(self.embedding(output))))  # (B, C)
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         from tfmkit.data.collate_labels import BATCH_LABEL, LABEL
@@ -183,7 +188,7 @@ class CellTypeTask(Task):
         emb = self.embedding(output)  # (B, D')
         y = batch[LABEL]  # (B,)
         known = (y >= 0).float()  # (B,)
-        logits = self.head(self.dropout(emb))  # (B, C)
+        logits = self.head(self.dropout(self.norm(emb)))  # (B, C)
         nll = F.cross_entropy(logits, y.clamp_min(0), reduction="none")  # (B,)
         w = self.class_weights[y.clamp_min(0)] if self.loss_name != "ce" else torch.ones_like(nll)  # (B,)
         if self.loss_name == "focal":
@@ -191,6 +196,6 @@ class CellTypeTask(Task):
         loss = w * nll * known  # (B,)
         if self.adversary is not None:
             b = batch[BATCH_LABEL]  # (B,)
-            adv = self.adversary(grad_reverse(emb, self.adversary_weight))  # (B, n_batches)
+            adv = self.adversary(grad_reverse(self.norm(emb), self.adversary_weight))  # (B, n_batches)
             loss = loss + F.cross_entropy(adv, b.clamp_min(0), reduction="none") * (b >= 0).float()  # (B,)
         return loss

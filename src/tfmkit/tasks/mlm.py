@@ -61,13 +61,19 @@ def mlm_value_loss(token_outputs: dict, batch: dict, kind: str) -> torch.Tensor:
 
 
 def masked_gene_loss(token_outputs: dict, batch: dict) -> torch.Tensor:
-    """Per-cell mean cross-entropy ``(B,)`` of the gene-identity logits at gene-masked tokens."""
+    """Per-cell mean cross-entropy ``(B,)`` of the gene-identity logits at gene-masked tokens
+    (dense ``token:gene`` (B, T, G), or ``token:gene_masked`` (N, G) at the masked tokens only)."""
     from tfmkit.data.collate_bmfm import MLM_GENE_TARGET
 
     y = batch[MLM_GENE_TARGET]  # (B, T) gene index, -1 = not masked
-    logits = token_outputs["gene"].float()  # (B, T, G)
-    ce = F.cross_entropy(logits.transpose(1, 2), y.clamp_min(0), reduction="none")  # (B, T)
-    return _masked_mean(ce, y >= 0)
+    sel = y >= 0  # (B, T)
+    if "gene_masked" in token_outputs:  # logits of the masked tokens only, (N, G) in sel order
+        ce = torch.zeros(y.shape, device=y.device)  # (B, T)
+        ce[sel] = F.cross_entropy(token_outputs["gene_masked"].float(), y[sel], reduction="none")  # (N,)
+    else:
+        logits = token_outputs["gene"].float()  # (B, T, G)
+        ce = F.cross_entropy(logits.transpose(1, 2), y.clamp_min(0), reduction="none")  # (B, T)
+    return _masked_mean(ce, sel)
 
 
 class MLMObjective(torch.nn.Module):

@@ -1,0 +1,77 @@
+"""``tfmkit finetune celltype|ssl``: fine-tune a model directory on target cells.
+
+Each command writes a run folder ``OUT`` (``config.yaml``, ``train_log.csv``, ``model/``) whose
+``OUT/model`` is a normal model directory (``tfmkit embed`` works on it) recording its parent
+model and task. ``OUT`` must not exist; the run is written aside and renamed into place when it
+finished, so a failed fine-tune leaves nothing (:mod:`tfmkit.finetune.run`).
+"""
+
+from __future__ import annotations
+
+import typer
+
+MODEL_HELP = "Parent model directory (from `tfmkit pretrain --out` or a fine-tune's OUT/model)."
+INPUT_HELP = "Target cells: .h5ad / 10x .h5 with raw counts (in X, or in --layer)."
+OUT_HELP = "New run folder (must not exist): OUT/model is the fine-tuned model."
+MODE_HELP = ("What to train: head (model frozen), full, or partial (the last --unfreeze-blocks "
+             "transformer blocks and what follows them).")
+
+
+def celltype(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    input: str = typer.Option(..., "--input", "-i", help=INPUT_HELP),
+    label_key: str = typer.Option(..., "--label-key", help="obs column with the cell-type labels (cells without a label are dropped and reported)."),
+    out: str = typer.Option(..., "--out", "-o", help=OUT_HELP),
+    batch_key: str = typer.Option(None, "--batch-key", help="obs column of batches: the validation split is stratified by batch x label."),
+    adversarial_batch: bool = typer.Option(False, "--adversarial-batch", help="Add a gradient-reversal batch adversary on --batch-key."),
+    mode: str = typer.Option("full", "--mode", help=MODE_HELP),
+    unfreeze_blocks: int = typer.Option(1, "--unfreeze-blocks", help="Blocks trained with --mode partial."),
+    head: str = typer.Option("linear", "--head", help="Classifier head: linear or mlp."),
+    loss: str = typer.Option("weighted_ce", "--loss", help="ce, weighted_ce (balanced class weights) or focal."),
+    steps: int = typer.Option(300, "--steps", help="Optimiser steps (early stopping may end sooner)."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Cells per step."),
+    patience: int = typer.Option(4, "--patience", help="Validation evaluations (every 25 steps) without improvement before stopping; 0 = off."),
+    n_revealed: int = typer.Option(None, "--n-revealed", help="Genes revealed per cell (default: the parent's K)."),
+    init: str = typer.Option("pretrained", "--init", help="pretrained (fine-tune) or random (same architecture from scratch, a control)."),
+    layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw)."),
+    library_key: str = typer.Option(None, "--library-key", help="obs column of per-cell total counts (for files keeping a gene subset)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the head, data order and split."),
+) -> None:
+    """Fine-tune a cell-type classifier head on the model's cell embedding."""
+    from tfmkit.data.io import read_anndata
+    from tfmkit.finetune import finetune_celltype
+    from tfmkit.finetune.run import check_out
+
+    check_out(out)
+    adata = read_anndata(input)
+    path = finetune_celltype(model, adata, label_key, out, batch_key=batch_key,
+                             adversarial_batch=adversarial_batch, mode=mode,
+                             unfreeze_blocks=unfreeze_blocks, head=head, loss=loss, steps=steps, lr=lr,
+                             batch_size=batch_size, patience=patience, n_revealed=n_revealed, init=init,
+                             layer=layer, library_key=library_key, seed=seed, progress=True)
+    typer.echo(f"wrote {path} (predict with: tfmkit predict --model {path} --input B.h5ad --output C.h5ad)")
+
+
+def ssl(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    input: str = typer.Option(..., "--input", "-i", help=INPUT_HELP),
+    out: str = typer.Option(..., "--out", "-o", help=OUT_HELP),
+    steps: int = typer.Option(200, "--steps", help="Optimiser steps."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Cells per step."),
+    mode: str = typer.Option("full", "--mode", help="full or partial (see finetune celltype)."),
+    layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw)."),
+    library_key: str = typer.Option(None, "--library-key", help="obs column of per-cell total counts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data order and masking."),
+) -> None:
+    """Continue the model's own pretraining objective on the target cells (no labels; TxFM Table 3)."""
+    from tfmkit.data.io import read_anndata
+    from tfmkit.finetune import finetune_ssl
+    from tfmkit.finetune.run import check_out
+
+    check_out(out)
+    adata = read_anndata(input)
+    path = finetune_ssl(model, adata, out, steps=steps, lr=lr, batch_size=batch_size, mode=mode,
+                        layer=layer, library_key=library_key, seed=seed, progress=True)
+    typer.echo(f"wrote {path} (embed with: tfmkit embed --model {path} --input A.h5ad --output B.h5ad)")
