@@ -108,7 +108,7 @@ def test_vocab_basics_and_roundtrip(tmp_path):
     assert GeneVocab(["A", "B", "C"]) != v
     with pytest.raises(TfmkitError, match="duplicate"):
         GeneVocab(["A", "A"])
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="missing.json does not exist"):
         GeneVocab.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(TfmkitError, match="not valid JSON"):
@@ -122,5 +122,5 @@ def test_vocab_from_adatas_min_cells():
     # nonzero cells: G1 2, G2 0, G3 1+0 = 1, G4 2
     assert GeneVocab.from_adatas({"a": a, "b": b}).genes == ["G1", "G3", "G4"]
     assert GeneVocab.from_adatas([a, b], min_cells=2).genes == ["G1", "G4"]
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="no gene is nonzero in >= 10 cells; lower min_cells"):
         GeneVocab.from_adatas([a], min_cells=10)

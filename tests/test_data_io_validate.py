@@ -100,7 +100,7 @@ def test_integer_tolerance_and_bulk():
     X = np.array([[1 + 5e-7, 2.0]], dtype=np.float64)
     validate_counts(X)  # within 1e-6
     tpm = np.array([[0.5, 12.25]], dtype=np.float32)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="non-integer values .e.g. 0.5.: it looks log-normalised"):
         validate_counts(tpm)
     validate_counts(tpm, bulk=True)
     with pytest.raises(TfmkitError, match="negative"):

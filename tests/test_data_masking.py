@@ -98,9 +98,9 @@ def test_zero_weight_never_sampled_and_bad_args():
     idx, valid = sample_revealed(obs, 3, generator=torch.Generator().manual_seed(0),
                                  weights=torch.tensor([1.0, 0.0, 1.0, 1.0]))
     assert not (idx[valid] == 1).any()
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="n_revealed must be >= 1"):
         sample_revealed(obs, 0, generator=None)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"gene weights have shape \(3,\), expected \(4,\)"):
         sample_revealed(obs, 2, generator=None, weights=torch.ones(3))
 
 
@@ -119,7 +119,7 @@ def test_frequency_weights():
     w = frequency_weights(m, -1.0).numpy()  # 1/m: 1, 1/4, 1/16; m=0 gets the smallest (1/16)
     np.testing.assert_allclose(w, np.array([1 / 16, 1, 1 / 4, 1 / 16]) / (1 + 1 / 4 + 2 / 16), rtol=1e-6)
     assert abs(w.sum() - 1) < 1e-6
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="non-negative counts"):
         frequency_weights(np.array([-1, 2]), 1.0)
 
 

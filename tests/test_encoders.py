@@ -30,7 +30,8 @@ N_SPECIAL, DIM, B, K = 4, 16, 3, 7
 def pbmc_table():
     """A real 'pretrained' table: PCA gene loadings of scanpy's pbmc68k_reduced (the 309 genes
     that entered its PCA; the other 456 have NaN loadings and are dropped)."""
-    sc = pytest.importorskip("scanpy")
+    import scanpy as sc
+
     adata = sc.datasets.pbmc68k_reduced()
     table = pd.DataFrame(adata.varm["PCs"][:, :12], index=adata.var_names.astype(str))
     return table.dropna()

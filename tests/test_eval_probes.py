@@ -129,9 +129,9 @@ def test_batched_adamw_equals_torch_adamw():
 
 def test_bad_probe_inputs():
     X, y, b = _data()
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="needs at least two distinct labels"):
         P.probe_scores(X, np.zeros(len(y)), b)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match="one entry per cell"):
         P.probe_scores(X, y[:-1], b)
     with pytest.raises(TfmkitError, match="probe kind"):
         P.train_probe(X, y, X, y, kind="svm")
