@@ -28,11 +28,13 @@ def cli(*args, code: int = 0):
 
 
 def assert_one_line_error(res, pattern: str) -> None:
-    """Exit status 2 and exactly one stderr line ``error: ...`` containing ``pattern``."""
+    """Exit status 2 and one stderr line ``error: ...`` containing ``pattern``, last, with no
+    traceback (informational lines such as "mapped N of M genes" may precede it)."""
     assert res.exit_code == 2, (res.exit_code, res.output)
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert pattern in lines[0], lines[0]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in res.stderr, res.stderr
+    assert pattern in errors[0], errors[0]
 
 
 def error(*args, match: str):

@@ -194,3 +194,35 @@ def test_collator_on_any_count_store():
     a = col(store, [0, 1], torch.Generator().manual_seed(4))
     _assert_same(a, col(ref, [0, 1], torch.Generator().manual_seed(4)))
     np.testing.assert_allclose(a[keys.TARGET].numpy(), np.log1p(10.0 * X / 8.0), rtol=1e-6)
+
+
+def _cell_tokens(batch, row):
+    """{gene id: value} of one cell's valid tokens."""
+    ok = ~batch[keys.PADDING][row]
+    return dict(zip(batch[keys.GENE_IDS][row][ok].tolist(), batch[keys.VALUES][row][ok].tolist()))
+
+
+@pytest.mark.parametrize("spec", [RevealSpec(5), RevealSpec(5, expressed_only=True, zero_fraction=0.2)])
+def test_per_cell_generators_give_each_cell_the_same_tokens_in_any_batch(corpus, spec):
+    col = PretrainCollator(spec)
+    assert col.per_cell_generators
+    cells = [3, 60, 91, 10]
+    gens = lambda: [torch.Generator().manual_seed(100 + c) for c in cells]  # noqa: E731
+    full = col(corpus, cells, gens())
+    rev = col(corpus, cells[::-1], gens()[::-1])
+    for i, c in enumerate(cells):
+        alone = col(corpus, [c], [torch.Generator().manual_seed(100 + c)])
+        assert _cell_tokens(full, i) == _cell_tokens(alone, 0) == _cell_tokens(rev, len(cells) - 1 - i)
+        assert torch.equal(full[keys.REVEALED][i], alone[keys.REVEALED][0])
+
+
+def test_zero_fraction_batch_reveals_expressed_then_zeros(corpus):
+    col = PretrainCollator(RevealSpec(10, expressed_only=True, zero_fraction=0.2))
+    b = col(corpus, np.arange(90), torch.Generator().manual_seed(0))
+    counts, rev, obs = b[keys.COUNTS], b[keys.REVEALED], b[keys.OBSERVABLE]
+    assert not (rev & ~obs).any()
+    n_e = (rev & (counts > 0)).sum(1)
+    n_z = (rev & (counts == 0)).sum(1)
+    n_expr, n_zero = ((counts > 0) & obs).sum(1), ((counts == 0) & obs).sum(1)
+    assert torch.equal(n_e, torch.clamp(n_expr, max=8))  # ceil(0.8 * 10) expressed slots
+    assert torch.equal(n_z, torch.minimum(torch.round(n_e * 0.25).long(), n_zero))

@@ -1,6 +1,7 @@
 """Revealed-gene sampling against exact inclusion probabilities."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -139,3 +140,64 @@ def test_reveal_spec_defaults_validation_and_weights():
     assert RevealSpec(tau=0.0).gene_weights(Store()) is None  # uniform: no weights
     w = RevealSpec(tau=0.5).gene_weights(Store())
     np.testing.assert_allclose(w.numpy(), np.array([1, 1, 2, 4]) / 8, rtol=1e-6)
+
+
+def _composition_reference(n_expr, n_zero, K, f):
+    """Expected (expressed, zero) revealed counts of RevealSpec.zero_fraction, written out."""
+    ke = math.ceil((1 - f) * K)
+    ne = min(n_expr, ke)
+    nz = min(n_zero, int(np.round(ne * f / (1 - f))))
+    return ne, nz
+
+
+@pytest.mark.parametrize("f", [0.1, 0.25, 0.5])
+def test_zero_fraction_composition_and_uniform_within_groups(f):
+    G, K, B = 30, 12, 4000
+    rng = np.random.default_rng(0)
+    obs = torch.ones(B, G, dtype=torch.bool)
+    obs[:, 25:] = False  # 5 unobservable genes
+    expressed = torch.zeros(B, G, dtype=torch.bool)
+    n_expr = np.array([3, 10, 20, 0])[np.arange(B) % 4]  # few, some, many (> K) and none expressed
+    for i, n in enumerate(n_expr):
+        expressed[i, rng.choice(25, n, replace=False)] = True
+    idx, valid = sample_revealed(obs, K, generator=torch.Generator().manual_seed(0),
+                                 expressed=expressed, zero_fraction=f)
+    hits = _inclusion(idx, valid, G)
+    assert hits.max() == 1 and hits[:, 25:].sum() == 0  # distinct, observable only
+    for i in range(8):
+        ne, nz = _composition_reference(int(n_expr[i]), 25 - int(n_expr[i]), K, f)
+        assert int((hits[i].bool() & expressed[i]).sum()) == ne
+        assert int((hits[i].bool() & ~expressed[i]).sum()) == nz
+    # among the 20-expressed cells, each expressed gene is revealed with prob ne / 20
+    rows = np.flatnonzero(n_expr == 20)
+    ne, nz = _composition_reference(20, 5, K, f)
+    p_e = (hits[rows] & expressed[rows]).sum(0).float() / expressed[rows].sum(0).clamp_min(1).float()
+    zero = (~expressed[rows]) & obs[rows]
+    p_z = (hits[rows].bool() & zero).sum(0).float() / zero.sum(0).clamp_min(1).float()
+    np.testing.assert_allclose(p_e[:25].numpy(), ne / 20, atol=0.08)
+    np.testing.assert_allclose(p_z[:25].numpy(), nz / 5, atol=0.08)
+
+
+def test_per_cell_generators_make_rows_independent_of_the_batch():
+    G, K = 40, 6
+    obs = torch.ones(3, G, dtype=torch.bool)
+    expressed = torch.rand(3, G, generator=torch.Generator().manual_seed(1)) < 0.4
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    idx, valid = sample_revealed(obs, K, generator=gens([5, 6, 7]), expressed=expressed, zero_fraction=0.2)
+    for i, s in enumerate([5, 6, 7]):
+        one, v1 = sample_revealed(obs[i:i + 1], K, generator=gens([s]), expressed=expressed[i:i + 1],
+                                  zero_fraction=0.2)
+        assert set(one[v1].tolist()) == set(idx[i][valid[i]].tolist())
+    with pytest.raises(TfmkitError, match="2 per-cell generators for 3 cells"):
+        sample_revealed(obs, K, generator=gens([1, 2]))
+
+
+def test_zero_fraction_validation():
+    assert RevealSpec().zero_fraction == 0.0
+    assert RevealSpec(expressed_only=True, zero_fraction=0.1).zero_fraction == 0.1
+    with pytest.raises(TfmkitError, match=r"zero_fraction must be a number in \[0, 1\)"):
+        RevealSpec(expressed_only=True, zero_fraction=1.0)
+    with pytest.raises(TfmkitError, match="set expressed_only=true"):
+        RevealSpec(zero_fraction=0.1)
+    with pytest.raises(TfmkitError, match="needs the expressed genes"):
+        sample_revealed(torch.ones(2, 5, dtype=torch.bool), 2, generator=None, zero_fraction=0.1)

@@ -29,15 +29,24 @@ def test_demo_tiny_end_to_end(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert {"dataset", "embedding", "task", "metric", "value"} <= set(df.columns)
     knn = df[(df.task == "knn_5fold") & (df.metric == "accuracy")]
-    assert set(knn.embedding) == {"tfmkit", "pca50", "lognorm", "random_label_shuffle"}
+    names = {"tfmkit_zero_shot", "tfmkit_ssl_adapted", "tfmkit_random_init", "pca50", "lognorm",
+             "depth_only_control", "random_label_shuffle"}
+    assert set(knn.embedding) == names  # one name per embedding in every table
     assert set(knn.dataset) == {"pbmc68k", "wu2020"}
+    assert set(knn[knn.embedding.str.startswith("tfmkit")].train_seed) == {0}
     ct = df[df.task == "clustering"]
-    assert {"X_tfmkit", "pca50", "lognorm", "random_label_shuffle"} <= set(ct.embedding)
+    assert {"tfmkit_zero_shot", "tfmkit_ssl_adapted", "pca50", "lognorm", "random_label_shuffle"} <= set(ct.embedding)
+    assert "knn" not in set(df.task) - {"knn_5fold"}  # one kNN protocol
+    diag = df[df.task == "depth_diagnostic"].set_index(["dataset", "embedding"])["value"]
+    assert ((diag >= 0) & (diag <= 1)).all() and ("pbmc68k", "tfmkit_zero_shot") in diag.index
     assert {"gene_recall", "mask90"} <= set(df.task)
     text = report.read_text()
-    assert "kNN label accuracy" in text and "Reading:" in text and "tiny budget" in text
+    for phrase in ("kNN label accuracy", "Reading:", "Tiny budget", "fit on the evaluation cells themselves",
+                   "depth only", "One training seed", "lower is better", "`tfmkit_zero_shot`"):
+        assert phrase in text, phrase
     model = tfmkit.load_model(out / "model")
     assert tfmkit.gene_embeddings(model, kind="encoder").shape[0] > 100
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no extra seeds/SSL runs left
 
     with pytest.raises(TfmkitError, match="--overwrite"):
         run_demo(out, tiny=True)  # never silently replaces an earlier report
@@ -45,6 +54,34 @@ def test_demo_tiny_end_to_end(tmp_path):
     with pytest.raises(TfmkitError, match=r"holds files the demo did not write \(notes.txt\)"):
         run_demo(out, tiny=True, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine" and report.read_text() == text
+
+
+def test_depth_control_features_and_pc1_diagnostic():
+    """Depth features against a hand count; the diagnostic is 1 for an embedding whose main
+    axis is the number of expressed genes and near 0 for one independent of it."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tfmkit.demo import depth_features, pc1_depth_spearman
+
+    X = np.array([[0, 2, 0], [1, 1, 1], [5, 0, 0]], dtype=np.float32)
+    a = ad.AnnData(sp.csr_matrix(X))
+    a.obs["n_counts"] = [10.0, 20.0, 40.0]
+    np.testing.assert_allclose(depth_features(a), np.log1p([[1, 2], [3, 3], [1, 5]]), rtol=1e-6)
+    np.testing.assert_allclose(depth_features(a, "n_counts")[:, 1], np.log1p([10, 20, 40]), rtol=1e-6)
+    rng = np.random.default_rng(0)
+    genes = rng.integers(100, 3000, 300).astype(float)
+    E = np.column_stack([np.log(genes) * 10, rng.normal(size=(300, 3))])
+    assert pc1_depth_spearman(E, genes) > 0.99
+    assert pc1_depth_spearman(rng.normal(size=(300, 4)), genes) < 0.2
+
+
+def test_palette_colours_are_distinct():
+    from tfmkit.demo_report import palette
+
+    for n in (5, 21, 40):
+        assert len(set(palette(n))) == n
 
 
 def test_demo_overwrite_replaces_only_its_own_files(tmp_path):

@@ -17,7 +17,7 @@ from tfmkit.config import load_config
 from tfmkit.errors import TfmkitError
 from tfmkit.finetune import finetune_celltype, predict
 from tfmkit.finetune.freeze import apply_freeze
-from tfmkit.tasks.celltype import grad_reverse
+from tfmkit.models.grl import reverse_gradient as grad_reverse
 from tfmkit.training import pretrain
 
 from conftest import GENES

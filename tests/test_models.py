@@ -126,3 +126,19 @@ def test_every_activation_builds_a_model(name):
     ids, vals = _inputs(G=25)
     out = m(_batch(ids, vals))
     assert torch.isfinite(out.gene_pred).all() and out.gene_pred.shape == (3, 25)
+
+
+def test_gene_norm_token_is_unit_rms_gene_then_value():
+    """``gene_norm``: token = [sqrt(d-1) E_i / ||E_i|| ; x_i]; PAD tokens stay 0; the default
+    keeps TxFM's raw [E_i ; x_i] (pinned by tests/test_txfm_regression.py)."""
+    m = build_model("tiny", 20, gene_norm=True)
+    ids, vals = _inputs(B=2, Kr=3, G=20)
+    ids[1, 2] = 0  # PAD
+    tok = m.embed(ids, vals)  # (2, 3, 128)
+    E = m.embed.gene.embedding.weight[ids]  # (2, 3, 127)
+    ref = E / E.norm(dim=-1, keepdim=True) * math.sqrt(127)
+    torch.testing.assert_close(tok[0, :, :-1], ref[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tok[1, :2, :-1], ref[1, :2], rtol=1e-5, atol=1e-6)
+    assert torch.equal(tok[1, 2, :-1], torch.zeros(127))
+    assert torch.equal(tok[..., -1], vals)
+    assert build_model("tiny", 20).config.gene_norm is False

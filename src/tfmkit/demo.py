@@ -1,20 +1,25 @@
 """``tfmkit demo``: the end-to-end main job on bundled real data.
 
-1. pretrain TxFM-tiny on the three Liao 2020 BALF patients (one gene panel per patient);
-2. embed two held-out labelled datasets zero-shot (pbmc68k with recovered raw counts, Wu 2020
-   T cells) — neither was seen in pretraining;
-3. compare the CLS embedding with the ``pca50`` and ``lognorm`` baselines (and a shuffled-label
-   control) with the registered benchmarks (:data:`tfmkit.evaluation.benchmark_registry.BENCHMARKS`):
-   kNN label accuracy / macro F1 (k = 10, stratified 5-fold) and the cell-type benchmark, plus
-   gene-relationship recall and held-out reconstruction;
-4. write ``OUT/report.md``, ``OUT/results.csv`` (long format), ``OUT/loss_curve.png``,
-   ``OUT/embedding_<dataset>.png`` and keep the trained model in ``OUT/model``.
+1. pretrain TxFM-tiny (``configs/txfm_tiny.yaml``) on the three Liao 2020 BALF patients, once
+   per training seed, plus the same architecture at random initialisation;
+2. embed two held-out labelled datasets (pbmc68k with recovered raw counts, Wu 2020 T cells):
+   zero-shot (neither was seen in pretraining) and after SSL adaptation (the model's own
+   objective continued on the target cells, :func:`tfmkit.finetune.ssl.finetune_ssl`; no labels);
+3. compare them with baselines fit on the evaluation cells themselves (``pca50``, ``lognorm`` of
+   all genes, ``scvi`` when installed), a depth-only control (log genes/cell, log total counts)
+   and a shuffled-label control, all with one kNN protocol (k = 10, stratified 5-fold), plus the
+   diagnostic ``|Spearman(embedding PC1, genes per cell)|``; the cell-type benchmark (probes,
+   clustering), gene-relationship recall and held-out reconstruction for the seed-0 model;
+4. write ``OUT/report.md`` (:mod:`tfmkit.demo_report`), ``OUT/results.csv`` (long format, a
+   ``train_seed`` column), ``OUT/loss_curve.png``, ``OUT/embedding_<dataset>.png`` and keep the
+   seed-0 model in ``OUT/model``.
 
-Budgets: ``full`` (2,000 steps), ``quick`` (300 steps, < 5 min on 2 CPU cores) and ``tiny`` (3
-steps on subsampled evaluation cells with cheap PCA plots; a smoke test of the whole path in
-well under a minute, its numbers mean nothing). Everything is written to a temporary folder
-inside ``OUT`` and moved into place at the end, so a failed demo leaves no partial output;
-``overwrite`` replaces only the demo's own files and refuses when ``OUT`` holds anything else.
+Budgets: ``full`` (2,000 steps, 3 training seeds, 300 SSL steps), ``quick`` (300 steps, 1 seed,
+100 SSL steps; <= 5 min on 2 idle CPU cores) and ``tiny`` (3 steps on subsampled evaluation cells
+with cheap PCA plots; a smoke test of the whole path, its numbers mean nothing). Everything is
+written to a temporary folder inside ``OUT`` and moved into place at the end, so a failed demo
+leaves no partial output; ``overwrite`` replaces only the demo's own files and refuses when
+``OUT`` holds anything else.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ import pandas as pd
 
 from tfmkit.errors import TfmkitError
 
-#: Pretraining budgets. quick: < 5 min end to end on 2 CPU cores; tiny: a smoke test.
+#: Pretraining budgets (on top of configs/txfm_tiny.yaml). quick: <= 5 min end to end on 2 idle
+#: CPU cores; tiny: a smoke test.
 BUDGETS = {
     "tiny": ["train.steps=3", "train.batch_size=8", "data.n_revealed=32", "train.val_every=0"],
-    "quick": ["train.steps=300", "train.batch_size=32", "data.n_revealed=256"],
-    "full": ["train.steps=2000", "train.batch_size=32", "data.n_revealed=256"],
+    "quick": ["train.steps=300", "train.batch_size=32"],
+    "full": ["train.steps=2000", "train.batch_size=32"],
 }
 
 
@@ -44,8 +50,10 @@ class EvalBudget:
     """How much evaluation a budget runs (``None`` = all cells)."""
 
     max_cells: int | None          # evaluation cells per labelled dataset (seeded subsample)
+    train_seeds: tuple[int, ...]   # pretraining seeds (headline numbers: mean ± sd over them)
+    ssl_steps: int                 # SSL adaptation steps on each target dataset (0 = none)
     celltype_seeds: int            # subsamples of the cell-type benchmark
-    probes: tuple[str, ...]
+    probes: tuple[str, ...]        # probes of the cell-type benchmark (kNN has its own table)
     baselines: tuple[str, ...] | None  # of the cell-type benchmark (None = the runner's default)
     databases: tuple[str, ...]     # gene-set databases of the gene recall
     n_null_draws: int
@@ -54,15 +62,18 @@ class EvalBudget:
     mask_rates: tuple[float, ...]
     recon_cells: int | None        # pbmc68k cells for held-out reconstruction
     umap: bool                     # UMAP plots (else cheap 2-D PCA plots)
+    scvi_epochs: int = 100         # scVI training epochs (only when scvi-tools is installed)
+    pooling: str = "cls"           # cell embedding pooling (tfmkit.embed)
 
 
 EVAL_BUDGETS = {
-    "tiny": EvalBudget(240, 1, ("knn",), ("lognorm", "pca50", "random_label_shuffle"), ("hallmark",),
-                       1, 5_000, 300, (0.9,), 48, False),
-    "quick": EvalBudget(None, 2, ("linear", "knn"), None, ("corum", "hallmark"), 1, 100_000, None,
-                        (0.9,), None, True),
-    "full": EvalBudget(None, 5, ("linear", "mlp", "knn"), None, ("corum", "hallmark", "canonical_pathways"),
-                       3, 100_000, None, (0.5, 0.9), None, True),
+    "tiny": EvalBudget(240, (0,), 2, 1, ("linear",), ("lognorm", "pca50", "random_label_shuffle"),
+                       ("hallmark",), 1, 5_000, 300, (0.9,), 48, False, scvi_epochs=2),
+    "quick": EvalBudget(None, (0,), 100, 2, ("linear",), None, ("corum", "hallmark"), 1, 100_000,
+                        None, (0.9,), None, True, scvi_epochs=50),
+    "full": EvalBudget(None, (0, 1, 2), 300, 5, ("linear", "mlp"), None,
+                       ("corum", "hallmark", "canonical_pathways"), 3, 100_000, None, (0.5, 0.9),
+                       None, True),
 }
 
 #: Held-out labelled datasets: name -> (label column, obs column of full-transcriptome totals).
@@ -92,144 +103,156 @@ def check_out(out: Path, overwrite: bool) -> None:
                           "--overwrite only replaces the demo's own files: choose another --out")
 
 
-def _eval_dataset(name, adata, label_key, model, library_key=None, seed=0,
-                  max_cells: int | None = None) -> tuple[pd.DataFrame, dict]:
-    from tfmkit.evaluation.baselines import baseline_embedding
-    from tfmkit.evaluation.benchmark_registry import BENCHMARKS
-    from tfmkit.inference import embed
+#: Embedding names, the same in every table and in ``results.csv``.
+ZERO_SHOT, SSL, RANDOM_INIT = "tfmkit_zero_shot", "tfmkit_ssl_adapted", "tfmkit_random_init"
+DEPTH_CONTROL, SHUFFLE = "depth_only_control", "random_label_shuffle"
+MODEL_ROWS = (ZERO_SHOT, SSL, RANDOM_INIT)
 
+
+def _eval_cells(adata, label_key: str, seed: int, max_cells: int | None):
+    """The evaluation cells: a seeded subsample (``max_cells``) without classes of fewer than
+    ``MIN_CLASS_SIZE`` cells (they cannot be split 5-fold); returns ``(adata, n_dropped)``."""
     if max_cells is not None and adata.n_obs > max_cells:
         idx = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
         adata = adata[idx].copy()
     counts = adata.obs[label_key].value_counts()
     keep = adata.obs[label_key].isin(counts[counts >= MIN_CLASS_SIZE].index).to_numpy()
-    adata = adata[keep].copy()
+    return adata[keep].copy(), int((~keep).sum())
+
+
+def depth_features(adata, library_key: str | None = None) -> np.ndarray:
+    """``(N, 2)`` depth-only control features: log1p genes per cell and log1p total counts
+    (``obs[library_key]`` when given, e.g. pbmc68k's full-transcriptome ``n_counts``)."""
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix(adata.X)
+    genes = np.diff(X.indptr).astype(np.float64)  # (N,)
+    total = (adata.obs[library_key].to_numpy(np.float64) if library_key
+             else np.asarray(X.sum(1), dtype=np.float64).ravel())  # (N,)
+    return np.column_stack([np.log1p(genes), np.log1p(total)]).astype(np.float32)
+
+
+def pc1_depth_spearman(E: np.ndarray, genes_per_cell: np.ndarray) -> float:
+    """``|Spearman(PC1 of E, genes per cell)|``: how much of the embedding's main axis is
+    sequencing depth (1 = entirely)."""
+    from scipy.stats import spearmanr
+    from sklearn.decomposition import PCA
+
+    E = np.asarray(E, dtype=np.float64)
+    if E.shape[1] < 2 or np.allclose(E.std(0), 0):
+        return float("nan")
+    pc1 = PCA(1, random_state=0).fit_transform(E - E.mean(0))[:, 0]
+    return float(abs(spearmanr(pc1, genes_per_cell).statistic))
+
+
+def _scvi_embedding(adata, seed: int, epochs: int) -> np.ndarray | None:
+    """scVI latent space (optional ``[baselines]`` extra; ``None`` when scvi-tools is absent)."""
+    import importlib.util
+
+    if importlib.util.find_spec("scvi") is None:
+        return None
+    import scvi
+
+    scvi.settings.seed = seed
+    tmp = adata.copy()
+    scvi.model.SCVI.setup_anndata(tmp)
+    m = scvi.model.SCVI(tmp, n_latent=10)
+    m.train(max_epochs=epochs, enable_progress_bar=False)
+    return np.asarray(m.get_latent_representation(), dtype=np.float32)
+
+
+def _model_embedding(adata, model, library_key, pooling: str) -> np.ndarray:
+    from tfmkit.inference import embed
+
+    tmp = adata.copy()
     # pbmc68k keeps 765 HVGs of the full transcriptome (library sizes from obs): a known low
     # vocabulary coverage, so the coverage check is told to let it through
-    embed(adata, model, key="X_tfmkit", seed=seed, library_key=library_key, allow_low_coverage=True)
-    embs = {"tfmkit": adata.obsm["X_tfmkit"]}
-    for b in ("pca50", "lognorm"):
-        embs[b] = baseline_embedding(adata.X, b, seed=seed)
+    embed(tmp, model, key="X", pooling=pooling, library_key=library_key, allow_low_coverage=True)
+    return tmp.obsm["X"]
+
+
+def _knn_rows(name: str, embs: dict, labels, genes, train_seed) -> list[pd.DataFrame]:
+    """kNN rows (the one protocol: k = 10, stratified 5-fold with CV seed 0, mean ± sd over
+    folds) and the depth diagnostic of every embedding in ``embs``."""
+    from tfmkit.evaluation.benchmark_registry import BENCHMARKS
+
+    shuffle = "lognorm" if "lognorm" in embs else None
+    df = BENCHMARKS.get("knn").run(embs, labels, seed=0, shuffle_control=shuffle)
+    diag = pd.DataFrame([{"embedding": e, "task": "depth_diagnostic",
+                          "metric": "abs_spearman_pc1_genes_per_cell", "value": pc1_depth_spearman(X, genes)}
+                         for e, X in embs.items() if e != DEPTH_CONTROL])
+    out = pd.concat([df, diag], ignore_index=True)
+    out.insert(0, "dataset", name)
+    out["train_seed"] = train_seed
+    return [out]
+
+
+def _eval_dataset(name, adata, label_key, runs, library_key, ev, work: Path) -> tuple[pd.DataFrame, dict]:
+    """Every row of one labelled dataset: the model zero-shot, SSL-adapted and at random
+    initialisation (one per training seed in ``runs``), the baselines fit on these cells
+    (PCA-50, lognorm of all genes, scVI when installed), the depth-only control and the
+    shuffled-label control (via the ``lognorm`` baseline)."""
+    from tfmkit.evaluation.baselines import baseline_embedding
+    from tfmkit.inference import load_model
+
+    adata, n_dropped = _eval_cells(adata, label_key, 0, ev.max_cells)
     labels = adata.obs[label_key].astype(str).to_numpy()
-    df = BENCHMARKS.get("knn").run(embs, labels, seed=seed, shuffle_control="lognorm")
-    df.insert(0, "dataset", name)
-    df["seed"] = seed
-    adata.obsm["X_pca50"] = embs["pca50"]
-    return df, {"adata": adata, "label_key": label_key, "n_dropped": int((~keep).sum())}
+    depth = depth_features(adata, library_key)
+    genes = np.expm1(depth[:, 0])
+    base = {b: baseline_embedding(adata.X, b, seed=0) for b in ("pca50", "lognorm")}
+    base[DEPTH_CONTROL] = depth
+    sc = _scvi_embedding(adata, 0, ev.scvi_epochs)
+    if sc is not None:
+        base["scvi"] = sc
+    frames = _knn_rows(name, base, labels, genes, np.nan)
+    for seed, run in runs.items():
+        embs = {ZERO_SHOT: _model_embedding(adata, run["model"], library_key, ev.pooling),
+                RANDOM_INIT: _model_embedding(adata, run["random"], library_key, ev.pooling)}
+        if ev.ssl_steps:
+            from tfmkit.finetune.ssl import finetune_ssl
 
-
-def _loss_plot(log_csv: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    log = pd.read_csv(log_csv)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(log["step"], log["loss"], label="train")
-    v = log.dropna(subset=["val_loss"])
-    if len(v):
-        ax.plot(v["step"], v["val_loss"], "o-", label="held-out cells")
-    ax.set_xlabel("step")
-    ax.set_ylabel("Poisson loss (TxFM eq. 2)")
-    ax.set_title("TxFM-tiny pretraining on BALF")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-
-
-def _embedding_plot(adata, label_key: str, png: Path, title: str, *, umap: bool = True) -> None:
-    """Model embedding beside PCA-50, coloured by label: UMAP (scanpy) or, with ``umap=False``,
-    the first two principal components of each embedding (no numba compilation)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, key, name in zip(axes, ("X_tfmkit", "X_pca50"), ("TxFM-tiny CLS (zero-shot)", "PCA-50 baseline")):
-        if umap:
-            import scanpy as sc
-
-            tmp = adata.copy()
-            sc.pp.neighbors(tmp, use_rep=key, n_neighbors=15, random_state=0)
-            sc.tl.umap(tmp, random_state=0)
-            xy = tmp.obsm["X_umap"]
-        else:
-            from sklearn.decomposition import PCA
-
-            xy = PCA(2, random_state=0).fit_transform(np.asarray(adata.obsm[key], dtype=np.float64))
-        cats = adata.obs[label_key].astype("category")
-        for i, c in enumerate(cats.cat.categories):
-            m = (cats == c).to_numpy()
-            ax.scatter(xy[m, 0], xy[m, 1], s=6, label=str(c), color=plt.cm.tab20(i % 20))
-        ax.set_title(f"{title}: {name}{'' if umap else ' (PCA 1-2)'}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[1].legend(markerscale=2, fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-
-
-def _markdown(df: pd.DataFrame, extra: dict, budget: str, train_s: float, cfg) -> str:
-    from tfmkit.evaluation.metric_registry import higher_is_better
-
-    lines = [
-        "# tfmkit demo report", "",
-        f"Pretrained **TxFM-{cfg.model.preset}** ({cfg.model.depth} blocks, width {cfg.model.dim}, "
-        f"K = {cfg.data.n_revealed}) for {cfg.train.steps} steps x {cfg.train.batch_size} cells on the "
-        f"bundled Liao 2020 BALF patients ({budget} budget, {train_s:.0f} s of training). "
-        "Embeddings of the labelled datasets below are zero-shot: neither dataset was seen in pretraining. "
-        "Baselines are computed on the evaluation data itself (PCA is fit on it), which favours them."
-        + (" **Tiny budget: a smoke test of the pipeline on subsampled cells; the numbers mean "
-           "nothing.**" if budget == "tiny" else ""), "",
-        "## kNN label accuracy (k = 10, stratified 5-fold; mean ± std over folds)", "",
-    ]
-    knn = df[df.task == "knn_5fold"]
-    for ds, sub in knn.groupby("dataset", sort=False):
-        info = extra[ds]
-        lines += [f"### {ds} (label `{info['label_key']}`, {info['adata'].n_obs} cells"
-                  + (f", {info['n_dropped']} cells of classes with < {MIN_CLASS_SIZE} cells left out" if info["n_dropped"] else "")
-                  + ")", "", "| embedding | accuracy | macro F1 |", "|---|---|---|"]
-        for emb, e in sub.groupby("embedding", sort=False):
-            a = e[e.metric == "accuracy"].iloc[0]
-            f = e[e.metric == "macro_f1"].iloc[0]
-            lines.append(f"| {emb} | {a.value:.3f} ± {a['std']:.3f} | {f.value:.3f} ± {f['std']:.3f} |")
-        acc = sub[sub.metric == "accuracy"].set_index("embedding")["value"]
-        models = acc.drop("random_label_shuffle")
-        best = models.idxmax() if higher_is_better("accuracy") else models.idxmin()
-        verdict = ("the model is best" if best == "tfmkit" else
-                   f"the `{best}` baseline wins ({acc[best]:.3f} vs {acc['tfmkit']:.3f} for the model)")
-        lines += ["", f"Reading: {verdict}; chance level (shuffled labels) is {acc['random_label_shuffle']:.3f}.", ""]
-    from tfmkit.evaluation.report import format_table
-
-    sections = [
-        ("Cell-type benchmark (`tfmkit benchmark celltype`: clustering, silhouette, LISI, probes)",
-         ~df.task.isin(["knn_5fold", "gene_recall"]) & ~df.task.str.startswith("mask")),
-        ("Gene-gene relationship recall (`tfmkit benchmark genes`, TxFM §B.3; chance ≈ 0.10)",
-         df.task == "gene_recall"),
-        ("Reconstruction of held-out cells (`tfmkit benchmark pretraining`, GPL §4.5)",
-         df.task.str.startswith("mask")),
-    ]
-    for heading, sel in sections:
-        if sel.any():
-            lines += [f"## {heading}", ""]
-            for ds, sub in df[sel].groupby("dataset", sort=False):
-                lines += [format_table(sub.drop(columns=["dataset", "seed"], errors="ignore"), title=ds), ""]
-    lines += ["## Files", "", "- `results.csv`: every number above (long format)",
-              "- `loss_curve.png`: training and held-out Poisson loss",
-              "- `embedding_<dataset>.png`: UMAP of the model embedding vs PCA, coloured by label",
-              "- `model/`: the trained model (`tfmkit embed --model OUT/model --input X.h5ad --output Y.h5ad`)",
-              "- `train_log.csv`, `config.yaml`: the pretraining run", ""]
-    return "\n".join(lines)
-
+            (work / ".ssl").mkdir(exist_ok=True)
+            ssl_dir = finetune_ssl(run["model"], adata, work / ".ssl" / f"{name}_seed{seed}",
+                                   steps=ev.ssl_steps, seed=seed, library_key=library_key,
+                                   allow_low_coverage=True)
+            embs[SSL] = _model_embedding(adata, load_model(ssl_dir), library_key, ev.pooling)
+        frames += _knn_rows(name, embs, labels, genes, seed)
+        if seed == min(runs):
+            for k, X in embs.items():
+                adata.obsm[k] = X
+    adata.obsm["pca50"] = base["pca50"]
+    return pd.concat(frames, ignore_index=True), {"adata": adata, "label_key": label_key,
+                                                  "n_dropped": n_dropped}
 
 def _stage(msg: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(f"[bold cyan]demo[/bold cyan] {msg}")
+
+
+def _train_runs(cfg, work: Path, seeds, progress: bool = True) -> dict:
+    """Pretrain one model per training seed (seed ``seeds[0]`` into ``work``, the kept model;
+    the others under ``work/.seeds``) and the same architecture at random initialisation (one
+    optimiser step at learning rate 0, so the weights are exactly the seed's initialisation)."""
+    from dataclasses import replace
+
+    from tfmkit.inference import load_model
+    from tfmkit.training import load_corpus, pretrain
+
+    corpus = load_corpus(cfg)
+    runs = {}
+    for i, seed in enumerate(seeds):
+        c = replace(cfg, train=replace(cfg.train, seed=seed))
+        where = work if i == 0 else work / ".seeds" / f"seed{seed}"
+        _stage(f"pretraining TxFM-{cfg.model.preset} (seed {seed}) for {cfg.train.steps} steps on the bundled BALF cells")
+        t0 = time.perf_counter()
+        model_dir = pretrain(c, where, corpus=corpus, progress=progress)
+        runs[seed] = {"model": load_model(model_dir), "train_s": time.perf_counter() - t0}
+        r = replace(c, train=replace(c.train, steps=1, lr=0.0, weight_decay=0.0, val_every=0,
+                                     checkpoint_every=1))
+        rand_dir = pretrain(r, work / ".seeds" / f"random{seed}", corpus=corpus, progress=False)
+        runs[seed]["random"] = load_model(rand_dir)
+    return runs
 
 
 def run_demo(out: str | Path = "tfmkit-demo", *, quick: bool = False, tiny: bool = False,
@@ -244,8 +267,7 @@ def run_demo(out: str | Path = "tfmkit-demo", *, quick: bool = False, tiny: bool
     """
     from tfmkit import datasets
     from tfmkit.config import load_config
-    from tfmkit.inference import load_model
-    from tfmkit.training import pretrain
+    from tfmkit.demo_report import embedding_plot, loss_plot, markdown
 
     out = Path(out)
     check_out(out, overwrite)
@@ -257,29 +279,31 @@ def run_demo(out: str | Path = "tfmkit-demo", *, quick: bool = False, tiny: bool
     work = out / f".tfmkit-demo-partial-{os.getpid()}"
     work.mkdir(parents=True)
     try:
-        t0 = time.perf_counter()
-        _stage(f"pretraining TxFM-{cfg.model.preset} for {cfg.train.steps} steps on the bundled BALF cells")
-        model_dir = pretrain(cfg, work)  # the bundled BALF corpus (QC-passing cells), see configs/txfm_tiny.yaml
-        train_s = time.perf_counter() - t0
-        model = load_model(model_dir)
+        t_start = time.perf_counter()
+        runs = _train_runs(cfg, work, ev.train_seeds)
         frames, extra = [], {}
         loaders = {"pbmc68k": datasets.load_pbmc68k, "wu2020": datasets.load_wu2020}
         for name, (label_key, library_key) in EVAL_SETS.items():
-            _stage(f"embedding {name} zero-shot and benchmarking against baselines")
-            df, info = _eval_dataset(name, loaders[name](), label_key, model, library_key,
-                                     max_cells=ev.max_cells)
+            _stage(f"{name}: zero-shot, SSL-adapted and random-init embeddings vs baselines")
+            df, info = _eval_dataset(name, loaders[name](), label_key, runs, library_key, ev, work)
             frames.append(df)
             extra[name] = info
             if extra_benchmarks:
                 frames.append(_celltype_rows(name, info, ev))
-            _embedding_plot(info["adata"], label_key, work / f"embedding_{name}.png", name, umap=ev.umap)
+            embedding_plot(info["adata"], label_key, work / f"embedding_{name}.png", name,
+                           keys=[k for k in (ZERO_SHOT, SSL, "pca50") if k in info["adata"].obsm],
+                           umap=ev.umap)
+        model = runs[ev.train_seeds[0]]["model"]
         if extra_benchmarks:
             _stage("gene-relationship recall and held-out reconstruction")
             frames += [_gene_rows(model, ev), _pretraining_rows(model, ev)]
         results = pd.concat(frames, ignore_index=True)
         results.to_csv(work / "results.csv", index=False)
-        _loss_plot(work / "train_log.csv", work / "loss_curve.png")
-        (work / "report.md").write_text(_markdown(results, extra, budget, train_s, cfg))
+        loss_plot(work / "train_log.csv", work / "loss_curve.png")
+        shutil.rmtree(work / ".seeds", ignore_errors=True)
+        shutil.rmtree(work / ".ssl", ignore_errors=True)
+        timing = {"train_s": [r["train_s"] for r in runs.values()], "total_s": time.perf_counter() - t_start}
+        (work / "report.md").write_text(markdown(results, extra, budget, timing, cfg, ev))
         _publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -287,7 +311,6 @@ def run_demo(out: str | Path = "tfmkit-demo", *, quick: bool = False, tiny: bool
             out.rmdir()
         raise
     return out / "report.md"
-
 
 def _publish(work: Path, out: Path) -> None:
     """Replace the demo's earlier files in ``out`` by the new ones from ``work``."""
@@ -305,7 +328,8 @@ def _celltype_rows(name: str, info: dict, ev: EvalBudget) -> pd.DataFrame:
 
     kw = {} if ev.baselines is None else {"baselines": ev.baselines}
     df = BENCHMARKS.get("celltype").run(info["adata"], label_key=info["label_key"],
-                                        obsm_keys=["X_tfmkit"], n_seeds=ev.celltype_seeds,
+                                        obsm_keys=[k for k in MODEL_ROWS if k in info["adata"].obsm],
+                                        n_seeds=ev.celltype_seeds,
                                         probes=ev.probes, **kw)
     df = df.copy()
     df.insert(0, "dataset", name)

@@ -10,7 +10,9 @@ registered family works.
 
 from __future__ import annotations
 
+import hashlib
 import sys
+
 import numpy as np
 import pandas as pd
 import torch
@@ -22,6 +24,8 @@ from tfmkit.progress import progress_bar as _bar
 __all__ = ["DEFAULT_KEY", "TrainedModel", "embed", "gene_embeddings", "load_model", "reconstruct"]
 
 DEFAULT_KEY = "X_tfmkit"
+#: Cell-embedding poolings of the model protocol (``FoundationModel.cell_embedding``).
+POOLINGS = ("cls", "mean", "cls+mean")
 
 
 def _corpus_for(adata, bm: TrainedModel, layer=None, library_key=None, allow_low_coverage=False,
@@ -43,11 +47,39 @@ def _collator(bm: TrainedModel, corpus, n_revealed: int | None):
     return task.inference_collator(corpus, n_revealed)
 
 
+def cell_seeds(corpus, seed: int, view: int = 0) -> np.ndarray:
+    """One 63-bit seed per cell of a one-dataset store, from the cell's own content: a BLAKE2b
+    digest of ``(seed, view)``, its library size and its counts (gene indices and values) in
+    the model's genes. The same cell gets the same seed in any batch, batch size or row order;
+    two cells with identical counts share it (and so their reveal)."""
+    X = corpus.counts[0]
+    lib = np.asarray(corpus.library_sizes, dtype=np.float64)
+    out = np.empty(corpus.n_cells, dtype=np.int64)
+    head = np.asarray([seed, view], dtype=np.int64).tobytes()
+    for i in range(corpus.n_cells):
+        lo, hi = X.indptr[i], X.indptr[i + 1]
+        h = hashlib.blake2b(head, digest_size=8)
+        h.update(lib[i].tobytes())
+        h.update(np.asarray(X.indices[lo:hi], dtype=np.int64).tobytes())
+        h.update(np.asarray(X.data[lo:hi], dtype=np.float64).tobytes())
+        out[i] = int.from_bytes(h.digest(), "little") >> 1
+    return out
+
+
 def _batches(corpus, collate, *, batch_size: int, seed: int, view: int, device):
+    """Batches of consecutive cells. A collator that takes one generator per cell
+    (``per_cell_generators``, e.g. TxFM's) gets generators seeded by :func:`cell_seeds`, so each
+    cell's reveal, and hence its embedding, is a function of the cell alone; other collators
+    get one generator per batch (seeded by batch position)."""
     n = corpus.n_cells
+    per_cell = bool(getattr(collate, "per_cell_generators", False))
+    seeds = cell_seeds(corpus, seed, view) if per_cell else None
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
-        g = torch.Generator().manual_seed(hash((seed, view, start)) % (2**63))
+        if per_cell:
+            g = [torch.Generator().manual_seed(int(s)) for s in seeds[idx]]
+        else:
+            g = torch.Generator().manual_seed(hash((seed, view, start)) % (2**63))
         batch = collate(corpus, idx, g)
         yield idx, batch, {k: t.to(device) for k, t in batch.items()}
 
@@ -60,9 +92,12 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
           copy: bool = False):
     """Cell embedding of every cell into ``adata.obsm[key]`` (TxFM: the CLS state ``e``).
 
-    Each cell reveals ``n_revealed`` observable genes (default: the model's training ``K``, with
-    its training reveal rule), sampled with a fixed ``seed``; ``n_views > 1`` averages the
-    embedding over independent reveals. ``pooling`` is ``cls``, ``mean`` (token states) or
+    Each cell reveals genes by the model's training reveal rule (TxFM: ``K`` of its observable
+    genes; with ``expressed_only`` its expressed genes up to ``K`` plus the ``zero_fraction`` of
+    zeros), ``n_revealed`` overriding ``K``. The draw is seeded per cell from ``seed`` and the
+    cell's own counts (:func:`cell_seeds`), so a cell's embedding does not depend on the batch
+    size, the row order or the other cells; ``n_views > 1`` averages the embedding over
+    independent reveals. ``pooling`` is ``cls``, ``mean`` (token states) or
     ``cls+mean``. ``layer`` names the layer with raw counts (``"raw"`` = ``adata.raw``);
     ``library_key`` an ``obs`` column of per-cell total counts, for inputs that keep only a gene
     subset (e.g. pbmc68k's 765 genes with ``n_counts`` from the full transcriptome). Low gene
@@ -70,9 +105,11 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
     input in messages (e.g. its file name).
 
     Keys written: ``.obsm[key]`` (cells x D float32) and ``.uns['tfmkit'][key]`` (provenance:
-    model path, family, preset, training step, K, views, pooling, seed, genes used, cells with
-    no counts in the model's genes). Nothing else is changed. Returns the AnnData if ``copy``.
+    model path, family, preset, training step, K, reveal rule, views, pooling, seed, whether the
+    reveal is seeded per cell, genes used, cells with no counts in the model's genes). Nothing else is changed. Returns the AnnData if ``copy``.
     """
+    if pooling not in POOLINGS:
+        raise TfmkitError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     bm = as_trained_model(model, vocab)
     adata = adata.copy() if copy else adata
     corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage, source)
@@ -102,9 +139,13 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
               file=sys.stderr)
     adata.obsm[key] = out
     prov = dict(adata.uns.get("tfmkit", {}))
+    spec = getattr(collate, "reveal", None)
     prov[key] = {
         "model": bm.source, "family": bm.family, "preset": bm.model_config.preset,
-        "step": bm.step, "n_revealed": getattr(getattr(collate, "reveal", None), "n_revealed", None),
+        "step": bm.step, "n_revealed": getattr(spec, "n_revealed", None),
+        "expressed_only": getattr(spec, "expressed_only", None),
+        "zero_fraction": getattr(spec, "zero_fraction", None),
+        "per_cell_seed": bool(getattr(collate, "per_cell_generators", False)),
         "n_views": n_views,
         "pooling": pooling, "seed": seed, "n_genes_used": int(len(corpus.observable[0])),
         "n_genes_vocab": bm.vocab.n_genes, "n_cells_no_counts": n_empty,

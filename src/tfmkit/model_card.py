@@ -19,6 +19,7 @@ import json
 import platform
 import resource
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def render_markdown(card: dict) -> str:
              f"- Vocabulary: {card['vocabulary']['n_genes']:,} genes ({card['vocabulary']['namespace']})",
              f"- Preprocessing: L = {p['library_size']:g}, {p['transform']}; K = {p['n_revealed']} "
              f"revealed genes per cell (tau {p['tau']}, expressed-only {p['expressed_only']})",
-             f"- Versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items() if v)]
+             "- Versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items() if v)]
     if card.get("parent"):
         lines.append(f"- Fine-tuned from: `{card['parent'].get('model')}` (task {card['parent'].get('task')})")
     lines += ["", "## Training data", "", "| dataset | cells | observable genes | source | SHA-256 |",
@@ -197,3 +198,27 @@ def read_card(model_dir: str | Path) -> dict | None:
     """The ``model_card.json`` of a model directory, or ``None``."""
     path = Path(model_dir) / CARD_JSON
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+class CardRecorder:
+    """Collects what the card needs while the training loop runs (rank 0 only): the data
+    sources and cell fingerprints once, then steps, wall time and cells/s at each checkpoint."""
+
+    def __init__(self, cfg, corpus, model_dir: Path, resume: bool, device, in_memory: bool) -> None:
+        self.cfg, self.corpus, self.device = cfg, corpus, str(device)
+        prev = read_card(model_dir) if resume else None
+        self.wall0 = float(prev["training"]["wall_s"]) if prev else 0.0
+        self.sources = ([{"name": n, "path": "in-memory AnnData", "sha256": None} for n in corpus.names]
+                        if in_memory else data_sources(cfg))
+        self.fingerprints = cell_fingerprints(corpus) if hasattr(corpus, "counts") else None
+        self.t0, self.cells = time.perf_counter(), 0
+
+    def files(self, state) -> dict[str, bytes]:
+        """Card files for the training state ``state`` (model, step, parent)."""
+        wall = time.perf_counter() - self.t0
+        card = build_card(
+            self.cfg, module=state.model, vocab=self.corpus.vocab, store=self.corpus,
+            sources=self.sources, steps=state.step, wall_s=self.wall0 + wall,
+            cells_per_s=self.cells / wall if wall > 0 and self.cells else None, device=self.device,
+            parent=state.parent)
+        return card_files(card, self.fingerprints)

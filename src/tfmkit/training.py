@@ -12,10 +12,8 @@ with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,30 +24,12 @@ from tfmkit import checkpoint as ckpt
 from tfmkit.config import RunConfig
 from tfmkit.data import keys as K
 from tfmkit.errors import TfmkitError
+from tfmkit.model_card import CardRecorder
+from tfmkit.runtime import autocast_context, init_distributed, resolve_device  # noqa: F401 (API)
+from tfmkit.schedule import OneCycleCosine  # noqa: F401 (API)
+from tfmkit.train_log import LOG_FILE, CsvLog, progress as progress_bar
 
-LOG_FILE = "train_log.csv"
 RUN_CONFIG = "config.yaml"
-LOG_COLUMNS = ["step", "loss", "val_loss", "lr", "cells_per_s", "elapsed_s"]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def autocast_context(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on GPU, fp32 on CPU (bf16 matmul is ~100x slower on many CPUs)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return nullcontext()
-    if precision in ("auto", "bf16"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise TfmkitError(f"unknown precision {precision!r}; use auto, fp32 or bf16")
 
 
 def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
@@ -75,28 +55,6 @@ def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
         adatas = load_bundled(tuple(cfg.data.datasets), qc=cfg.data.qc)
     return Corpus.from_adatas(adatas, vocab=vocab, min_cells=cfg.data.min_cells,
                               allow_low_coverage=cfg.data.allow_low_coverage)
-
-
-class OneCycleCosine:
-    """One-cycle schedule as a multiplier of the peak lr (TxFM §A.1): linear warm-up from
-    ``1/div`` to 1 over ``ceil(warmup_frac * steps)`` steps, then cosine decay to ``1/(div*final_div)``.
-
-    Written out (rather than ``torch.optim.lr_scheduler.OneCycleLR``) because OneCycleLR fails
-    for runs shorter than ~20 steps and drives momentum, which AdamW's betas already cover.
-    """
-
-    def __init__(self, steps: int, warmup_frac: float = 0.1, div: float = 25.0,
-                 final_div: float = 1e4) -> None:
-        self.steps = max(int(steps), 1)
-        self.warmup = max(math.ceil(warmup_frac * self.steps), 1) if warmup_frac > 0 else 0
-        self.start, self.end = 1.0 / div, 1.0 / (div * final_div)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.start + (1.0 - self.start) * step / self.warmup
-        span = max(self.steps - self.warmup, 1)
-        progress = min((step - self.warmup) / span, 1.0)
-        return self.end + (1.0 - self.end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -217,31 +175,6 @@ def _save(state: TrainingState, cfg: RunConfig, vocab, model_dir: Path, card_fil
     )
 
 
-class _CardRecorder:
-    """Collects what the model card needs while the loop runs (rank 0 only)."""
-
-    def __init__(self, cfg: RunConfig, corpus, model_dir: Path, resume: bool, device,
-                 in_memory: bool) -> None:
-        from tfmkit import model_card as mc
-
-        self.mc, self.cfg, self.corpus, self.device = mc, cfg, corpus, str(device)
-        prev = mc.read_card(model_dir) if resume else None
-        self.wall0 = float(prev["training"]["wall_s"]) if prev else 0.0
-        self.sources = ([{"name": n, "path": "in-memory AnnData", "sha256": None} for n in corpus.names]
-                        if in_memory else mc.data_sources(cfg))
-        self.fingerprints = mc.cell_fingerprints(corpus) if hasattr(corpus, "counts") else None
-        self.t0, self.cells = time.perf_counter(), 0
-
-    def files(self, state: TrainingState) -> dict[str, bytes]:
-        wall = time.perf_counter() - self.t0
-        card = self.mc.build_card(
-            self.cfg, module=state.model, vocab=self.corpus.vocab, store=self.corpus,
-            sources=self.sources, steps=state.step, wall_s=self.wall0 + wall,
-            cells_per_s=self.cells / wall if wall > 0 and self.cells else None, device=self.device,
-            parent=state.parent)
-        return self.mc.card_files(card, self.fingerprints)
-
-
 def check_resume_config(cfg: RunConfig, out_dir: Path) -> None:
     """Refuse to resume ``out_dir`` with a config other than the one it was started with."""
     import yaml
@@ -258,25 +191,6 @@ def check_resume_config(cfg: RunConfig, out_dir: Path) -> None:
         raise TfmkitError(f"--resume would continue {out_dir} with a different config "
                           f"({', '.join(diff)} differ from its {RUN_CONFIG}); resume without "
                           "changing them, or start a new run in another --out")
-
-
-def init_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
-    """Join a ``torchrun`` process group if ``WORLD_SIZE > 1`` -> ``(rank, world_size, device)``.
-
-    NCCL on GPUs (one device per ``LOCAL_RANK``), gloo on CPU; a single process is rank 0 of 1.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
-    if world <= 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
 
 
 def _restore(state: TrainingState, saved: dict) -> None:
@@ -372,13 +286,13 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
         raise TfmkitError("train.patience (early stopping) needs validation cells: set "
                           "data.val_fraction > 0 and train.val_every > 0")
     best_val, n_bad = math.inf, 0
-    log = _CsvLog(out_dir / LOG_FILE, append=resume) if rank == 0 else None
+    log = CsvLog(out_dir / LOG_FILE, append=resume) if rank == 0 else None
     end = min(t.steps, stop_after) if stop_after is not None else t.steps
     clip_params = list(state.model.parameters()) + list(state.task.parameters())
-    card = (_CardRecorder(cfg, corpus, model_dir, resume, device, in_memory=given is not None)
+    card = (CardRecorder(cfg, corpus, model_dir, resume, device, in_memory=given is not None)
             if rank == 0 else None)
     it = iter(loader)
-    bar = _progress(progress and rank == 0, total=t.steps, start=state.step)
+    bar = progress_bar(progress and rank == 0, total=t.steps, start=state.step)
     state.model.train()
     try:
         while state.step < end:
@@ -432,52 +346,3 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, *, adatas=None, resume: bool =
     return model_dir
 
 
-class _CsvLog:
-    """``train_log.csv``: one row per logged step with throughput since the previous row."""
-
-    def __init__(self, path: Path, append: bool) -> None:
-        new = not (append and path.exists())
-        self.fh = open(path, "w" if new else "a", newline="")
-        self.writer = csv.DictWriter(self.fh, fieldnames=LOG_COLUMNS)
-        if new:
-            self.writer.writeheader()
-        self.t0 = self.tick = time.perf_counter()
-        self.cells = 0
-
-    def record(self, step: int, loss: float, val: float | None, lr: float, cells: int,
-               force: bool) -> None:
-        self.cells += cells
-        if not force:
-            return
-        now = time.perf_counter()
-        self.writer.writerow({"step": step, "loss": f"{loss:.6f}",
-                              "val_loss": "" if val is None else f"{val:.6f}", "lr": f"{lr:.6e}",
-                              "cells_per_s": f"{self.cells / max(now - self.tick, 1e-9):.1f}",
-                              "elapsed_s": f"{now - self.t0:.2f}"})
-        self.fh.flush()
-        self.cells, self.tick = 0, now
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-class _Bar:
-    """A rich progress bar showing step and loss."""
-
-    def __init__(self, total: int, start: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=False)
-        self.task = self.p.add_task("pretrain", total=total, completed=start, loss=float("nan"))
-        self.p.start()
-
-    def update(self, loss: float) -> None:
-        self.p.update(self.task, advance=1, loss=loss)
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-def _progress(enabled: bool, total: int, start: int):
-    return _Bar(total, start) if enabled and os.environ.get("TFMKIT_NO_PROGRESS") is None else None

@@ -55,8 +55,10 @@ class PretrainCollator:
 
     ``TARGET = log1p(L * counts / library_size_of_cell)`` for every vocabulary gene (0 where
     unobservable); ``K = min(reveal.n_revealed, max #candidates)`` genes revealed per cell among
-    its observable (and, with ``reveal.expressed_only``, nonzero) genes, uniformly or with
-    ``gene_weights``. Emits :data:`tfmkit.data.keys.PRETRAIN_FIELDS`.
+    its observable (and, with ``reveal.expressed_only``, nonzero, plus a ``reveal.zero_fraction``
+    of observable zeros) genes, uniformly or with ``gene_weights``. Emits
+    :data:`tfmkit.data.keys.PRETRAIN_FIELDS`. The generator may be one per cell
+    (:attr:`per_cell_generators`): then a cell's batch does not depend on the other cells.
 
     Parameters
     ----------
@@ -71,6 +73,8 @@ class PretrainCollator:
     """
 
     fields = keys.PRETRAIN_FIELDS
+    per_cell_generators = True
+    """``__call__`` accepts a list of one generator per cell (used by :func:`tfmkit.embed`)."""
 
     def __init__(self, reveal: RevealSpec, library_size: float = DEFAULT_LIBRARY_SIZE,
                  gene_weights: torch.Tensor | None = None) -> None:
@@ -96,8 +100,9 @@ class PretrainCollator:
         w = "weighted" if self.gene_weights is not None else "uniform"
         return f"PretrainCollator({self.reveal}, library_size={self.library_size}, {w})"
 
-    def __call__(self, store: CountStore, cell_idx, generator: torch.Generator | None) -> dict:
-        """Batch dict of the cells ``cell_idx`` (global indices of ``store``)."""
+    def __call__(self, store: CountStore, cell_idx, generator) -> dict:
+        """Batch dict of the cells ``cell_idx`` (global indices of ``store``); ``generator`` is a
+        torch generator or a list of one per cell."""
         cell_idx = check_cell_indices(store, cell_idx)
         counts = torch.from_numpy(store.dense_counts(cell_idx))  # (B, G)
         lib = torch.from_numpy(store.library_sizes[cell_idx].astype(np.float32))  # (B,)

@@ -186,9 +186,13 @@ def resolve_paths(paths) -> list[tuple[str, Path]]:
             items += _manifest(p)
         else:
             items.append((None, p))
+    seen_files: set = set()
     for _, f in items:
         if not f.is_file():
             raise TfmkitError(f"listed file {f} does not exist; fix the manifest or the path.")
+        if f.resolve() in seen_files:
+            raise TfmkitError(f"{f} is listed twice in --data; its cells would be trained on twice.")
+        seen_files.add(f.resolve())
     stems = [f.stem for _, f in items]
     out, seen = [], set()
     for (name, f), stem in zip(items, stems):

@@ -44,21 +44,23 @@ def log1p_normalize(counts: torch.Tensor, library_sizes: torch.Tensor,
 
 
 # ---- reveal sampling -------------------------------------------------------------------------
-def reveal(observable: torch.Tensor, spec: RevealSpec, *, generator: torch.Generator | None,
+def reveal(observable: torch.Tensor, spec: RevealSpec, *, generator,
            gene_weights: torch.Tensor | None = None,
            counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample each cell's revealed genes as ``spec`` says (:func:`~tfmkit.data.masking.sample_revealed`).
 
     ``observable`` ``(B, G)`` bool; ``gene_weights`` ``(G,)`` (uniform when ``None``; see
     :meth:`RevealSpec.gene_weights`); ``counts`` ``(B, G)`` is needed when
-    ``spec.expressed_only`` (candidates = observable genes with ``counts > 0``).
+    ``spec.expressed_only`` (candidates = observable genes with ``counts > 0``; with
+    ``spec.zero_fraction`` a fraction of the tokens are observable zeros). ``generator``: one
+    torch generator, or one per cell (see :func:`~tfmkit.data.masking.sample_revealed`).
     Returns ``idx`` ``(B, K)`` int64 gene indices and ``valid`` ``(B, K)`` bool.
     """
     if spec.expressed_only and counts is None:
         raise TfmkitError("expressed-only reveal sampling needs the batch counts.")
     expressed = counts > 0 if spec.expressed_only else None  # (B, G)
     return sample_revealed(observable, spec.n_revealed, generator=generator, weights=gene_weights,
-                           expressed=expressed)
+                           expressed=expressed, zero_fraction=spec.zero_fraction)
 
 
 def revealed_tokens(target: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor):

@@ -1,7 +1,7 @@
 """Strong simple baselines computed on the evaluation data (SPEC §6 "Baselines").
 
-Names follow the SPEC §1 long-format contract: ``raw`` (raw counts), ``lognorm``
-(library-size normalised to ``L`` + log1p), ``hvg<N>`` (lognorm restricted to the ``N`` most
+Names follow the SPEC §1 long-format contract: ``raw`` (raw counts of all genes), ``lognorm``
+(all genes, library-size normalised to ``L`` + log1p), ``hvg<N>`` (lognorm restricted to the ``N`` most
 variable genes, scanpy ``seurat`` flavour on the lognorm data), ``pca<N>`` (``N`` principal
 components of lognorm, via scanpy/ARPACK on the sparse matrix). ``random_label_shuffle`` is not an
 embedding: runners evaluate the ``lognorm`` baseline against permuted labels and report it under
@@ -38,21 +38,28 @@ def _highly_variable(L, n_top: int) -> np.ndarray:
     return np.flatnonzero(tmp.var["highly_variable"].to_numpy())
 
 
+#: Largest ``N x G`` that ``raw`` / ``lognorm`` densify (float32: 1.6 GB).
+MAX_DENSE_VALUES = 400_000_000
+
+
 def baseline_embedding(counts, name: str, *, library_size: float = DEFAULT_LIBRARY_SIZE,
-                       seed: int = 0, max_dense_genes: int = 5000) -> np.ndarray:
+                       seed: int = 0, max_dense_values: int = MAX_DENSE_VALUES) -> np.ndarray:
     """One baseline representation ``(N, D)`` of raw ``counts`` ``(N, G)`` (sparse or dense).
 
-    ``raw`` and ``lognorm`` keep at most ``max_dense_genes`` genes (the most variable ones) so a
-    whole-transcriptome matrix is never densified; the kept number is the same for both.
+    ``raw`` and ``lognorm`` use every gene (as their names say; ``hvg<N>`` is the variable-gene
+    subset); an input with more than ``max_dense_values`` entries is refused rather than
+    silently cut to a gene subset.
     """
     m = _PATTERN.match(name)
     if m is None:
         raise TfmkitError(f"unknown baseline {name!r}; use raw, lognorm, hvg<N> or pca<N>")
+    if name in ("raw", "lognorm") and counts.shape[0] * counts.shape[1] > max_dense_values:
+        raise TfmkitError(f"baseline {name!r} on {counts.shape[0]} x {counts.shape[1]} counts would "
+                          f"densify more than {max_dense_values:,} values; use hvg5000 or pca50, or "
+                          "subsample the cells")
     L = lognorm(counts, library_size)
     if name in ("raw", "lognorm"):
-        keep = (np.arange(L.shape[1]) if L.shape[1] <= max_dense_genes
-                else _highly_variable(L, max_dense_genes))
-        return _dense((counts if name == "raw" else L)[:, keep])
+        return _dense(counts if name == "raw" else L)
     if m.group(2):
         return _dense(L[:, _highly_variable(L, int(m.group(2)))])
     n_comps = min(int(m.group(3)), min(L.shape) - 1)

@@ -262,7 +262,8 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
     :func:`~tfmkit.evaluation.pretraining_quality.reconstruction_metrics` are averaged over cells
     (NaN cells skipped) and over ``n_seeds`` maskings (``std`` across seeds). The
     ``gene_mean`` baseline predicts every cell's profile as the per-gene mean lognorm of the
-    evaluation cells (a population prior; its logits are the same means). Task names are
+    *other* evaluation cells (leave-one-out, a population prior fit without the scored cell;
+    its logits are the same means). Task names are
     ``mask<percent>`` (e.g. ``mask90``). ``library_key``: obs column of full-transcriptome totals
     for inputs that keep a gene subset (see :func:`tfmkit.inference.embed`);
     ``allow_low_coverage`` lets such a subset through the vocabulary-coverage check.
@@ -300,10 +301,20 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
 
 
 def _mean_profile(rec: dict) -> dict:
-    obs = np.asarray(rec["observable"], bool)
-    tgt = np.where(obs, rec["target"], 0.0)
-    mean = tgt.sum(0) / np.maximum(obs.sum(0), 1)  # (G,)
+    """The ``gene_mean`` baseline, fit on cells other than the one it scores: each cell's
+    prediction is the per-gene mean lognorm of all *other* evaluation cells observing the gene
+    (leave-one-out), so it never sees the values it is scored on. A gene no other cell observes
+    has no prior and is left out of that cell's scoring (a one-cell file scores NaN, not a
+    perfect 1.0)."""
+    obs = np.asarray(rec["observable"], bool)  # (N, G)
+    tgt = np.where(obs, rec["target"], 0.0)  # (N, G)
+    n_other = obs.sum(0)[None, :] - obs  # (N, G) cells other than i observing g
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loo = (tgt.sum(0)[None, :] - tgt) / n_other  # (N, G)
+    has_prior = n_other > 0  # (N, G)
+    pred = np.where(has_prior, loo, 0.0).astype(np.float32)
     out = dict(rec)
-    out["pred"] = np.broadcast_to(mean, tgt.shape).astype(np.float32)
-    out["logits"] = out["pred"]
+    out["pred"] = pred
+    out["logits"] = pred
+    out["observable"] = obs & has_prior
     return out

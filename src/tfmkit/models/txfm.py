@@ -59,6 +59,10 @@ class TxFMConfig(FamilyConfig):
     """Expression encoding (``tfmkit.encoders.EXPRESSION_ENCODERS``); TxFM uses ``concat``."""
     expression_encoder_kwargs: dict = field(default_factory=dict)
     """Extra constructor arguments for the expression encoder."""
+    gene_norm: bool = False
+    """Rescale each gene vector ``E_i`` to unit RMS before it meets the expression encoding
+    (``[sqrt(d-1) E_i/||E_i|| ; x_i]`` with ``concat``), so gene identity is visible in expressed
+    tokens (see :class:`tfmkit.encoders.TokenEmbedding`); ``False`` = TxFM as published."""
 
 
 #: Backwards-compatible name of the TxFM config.
@@ -113,7 +117,7 @@ class TxFM(FoundationModel):
             gene_kwargs.setdefault("vocab_genes", list(vocab_genes))
         self.embed = TokenEmbedding(
             N_SPECIAL_TOKENS + n_genes, config.dim, config.gene_encoder, config.expression_encoder,
-            gene_kwargs, config.expression_encoder_kwargs,
+            gene_kwargs, config.expression_encoder_kwargs, gene_norm=config.gene_norm,
         )
         self.encoder = SetEncoder(config.dim, config.depth, config.heads, config.mlp_ratio,
                                   config.drop_path, config.layerscale_init or None, config.qk_norm)

@@ -24,29 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfmkit.errors import TfmkitError
+from tfmkit.models.grl import reverse_gradient
 from tfmkit.models.protocol import POOLINGS, mean_pool
 from tfmkit.tasks.base import TASKS, Task, task_class
 
 HEADS = ("linear", "mlp")
 LOSSES = ("ce", "weighted_ce", "focal")
-
-
-class _GradReverse(torch.autograd.Function):
-    """Identity forward; gradient multiplied by ``-lambda`` backward (Ganin & Lempitsky 2015)."""
-
-    @staticmethod
-    def forward(ctx, x, lam):
-        ctx.lam = lam
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.lam * grad, None
-
-
-def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    """Gradient-reversal layer: ``x`` forward, ``-lam * grad`` backward."""
-    return _GradReverse.apply(x, float(lam))
 
 
 def base_task(cfg, n_genes: int, name: str, kwargs: dict | None = None) -> Task:
@@ -71,8 +54,8 @@ class CellTypeTask(Task):
     label_key
         ``obs`` column holding the labels.
     head
-        ``linear`` or ``mlp`` (``D -> D``, GELU, dropout, ``-> C``), after a non-affine
-        BatchNorm of the embedding (its running statistics are saved with the head).
+        ``linear`` or ``mlp`` (``D -> D``, GELU, dropout, ``-> C``), after a fixed
+        standardisation of the embedding set from the first training batch (saved with the head).
     pooling
         ``cls``, ``mean`` or ``cls+mean`` (:meth:`~tfmkit.models.protocol.FoundationModel.cell_embedding`).
     loss
@@ -108,10 +91,13 @@ class CellTypeTask(Task):
         self.adversary_weight = float(adversary_weight)
         d = 2 * dim if pooling == "cls+mean" else dim
         C = len(self.classes)
-        # feature-wise standardisation of the embedding over cells (MAE's linear-probe BatchNorm,
-        # He et al. 2022 §A.1): a pretrained CLS state varies little between cells next to its
-        # common direction, which would leave a plain linear head crawling
-        self.norm = nn.BatchNorm1d(d, eps=1e-8, momentum=None, affine=False)  # cumulative stats
+        # feature-wise standardisation of the embedding, initialised from the first training
+        # batch (ActNorm's data-dependent init, Kingma & Dhariwal 2018) and then fixed: a
+        # pretrained CLS state varies little between cells next to its common direction, which
+        # leaves a plain linear head crawling; fixed statistics keep training and inference equal
+        self.register_buffer("emb_shift", torch.zeros(d))  # (D',)
+        self.register_buffer("emb_scale", torch.ones(d))  # (D',)
+        self.register_buffer("emb_initialised", torch.zeros((), dtype=torch.bool))
         self.dropout = nn.Dropout(dropout)
         self.head = (nn.Linear(d, C) if head == "linear" else
                      nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, C)))
@@ -169,6 +155,15 @@ class CellTypeTask(Task):
             train.append(cells[n_val:])
         return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
+    def norm(self, emb: torch.Tensor) -> torch.Tensor:
+        """``(emb - shift) * scale`` with shift/scale the mean / 1 / std of the first training batch."""
+        if self.training and not bool(self.emb_initialised):
+            with torch.no_grad():
+                self.emb_shift.copy_(emb.mean(0))
+                self.emb_scale.copy_(1.0 / (emb.std(0) + 1e-8))
+                self.emb_initialised.fill_(True)
+        return (emb - self.emb_shift) * self.emb_scale  # (B, D')
+
     def embedding(self, output) -> torch.Tensor:
         """``(B, D)`` (``(B, 2D)`` for ``cls+mean``) pooled cell embedding of a model output."""
         parts = []
@@ -196,6 +191,6 @@ class CellTypeTask(Task):
         loss = w * nll * known  # (B,)
         if self.adversary is not None:
             b = batch[BATCH_LABEL]  # (B,)
-            adv = self.adversary(grad_reverse(self.norm(emb), self.adversary_weight))  # (B, n_batches)
+            adv = self.adversary(reverse_gradient(self.norm(emb), self.adversary_weight))  # (B, n_batches)
             loss = loss + F.cross_entropy(adv, b.clamp_min(0), reduction="none") * (b >= 0).float()  # (B,)
         return loss
