@@ -73,8 +73,10 @@ def test_block_shuffle_is_resumable_local_and_independent_of_workers(backed):
     for a, b in zip(full[5:], resumed):
         np.testing.assert_array_equal(a, b)  # exact resume, same batches with 2 workers
     ds = CorpusBatches(backed, cells, batch_size=10, seed=5, collate=CellIds(), window_blocks=1)
-    runs = [len(set(ds.cells_for_step(s) // 8)) for s in range(2 * ds.steps_per_epoch)]
-    assert max(runs) == 2  # 10 cells from runs of 8 consecutive cells: at most 2 runs per batch
+    blocks = [len(set(backed.block_ids(ds.cells_for_step(s)))) for s in range(2 * ds.steps_per_epoch)]
+    assert max(blocks) == 2  # 10 cells, windows of one 8-row read block: at most 2 blocks per batch
+    ids = backed.block_ids(np.arange(backed.n_cells))
+    assert ids[149] != ids[150]  # read blocks never cross datasets (150 cells in d0)
     with pytest.raises(TfmkitError, match="must be >= 1"):
         CorpusBatches(backed, cells, batch_size=10, seed=5, collate=CellIds(), block_size=0)
 

@@ -66,3 +66,37 @@ def test_fingerprints_depend_on_counts_only():
     assert fp.dtype == np.uint64 and len(np.unique(fp)) == 10
     b = Corpus.from_adatas({"y": make_counts(10, GENES[:20], seed=1)[::-1].copy()}, vocab=a.vocab)
     np.testing.assert_array_equal(np.sort(mc.cell_fingerprints(b)), np.sort(fp))
+
+
+def test_benchmark_with_model_warns_on_leakage_and_updates_the_card(tmp_path, two_panels):
+    from typer.testing import CliRunner
+
+    from conftest import GENES, make_counts
+    from tfmkit.cli import app
+
+    model_dir = pretrain(load_config("txfm_tiny", SMALL), tmp_path / "run", adatas=two_panels,
+                         progress=False)
+    seen = two_panels["panel_a"].copy()
+    tfmkit.embed(seen, model_dir)
+    seen.write_h5ad(tmp_path / "seen.h5ad")
+    args = ["benchmark", "celltype", "--label-key", "cell_type", "--obsm", "X_tfmkit",
+            "--baselines", "lognorm,pca10", "--probes", "knn", "--n-seeds", "2",
+            "--model", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, args + ["--input", str(tmp_path / "seen.h5ad"),
+                                          "--out", str(tmp_path / "r1")])
+    assert res.exit_code == 0, res.output
+    assert "warning: 64 of 64 evaluation cells (100.0%) of seen.h5ad were in the pretraining data" in res.stderr
+    card = mc.read_card(model_dir)
+    rows = [b for b in card["benchmarks"] if b["benchmark"] == "celltype"]
+    assert rows and {r["embedding"] for r in rows} == {"X_tfmkit"}
+    assert {r["baseline"] for r in rows} <= {"lognorm", "pca10"}
+    assert "## Benchmarks (model vs best baseline" in (model_dir / mc.CARD_MD).read_text()
+
+    new = make_counts(60, GENES[:30], seed=11)
+    tfmkit.embed(new, model_dir)
+    new.write_h5ad(tmp_path / "new.h5ad")
+    res = CliRunner().invoke(app, args + ["--input", str(tmp_path / "new.h5ad"),
+                                          "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 0, res.output
+    assert "pretraining data" not in res.stderr  # unseen cells: no warning
+    assert len([b for b in mc.read_card(model_dir)["benchmarks"] if b["benchmark"] == "celltype"]) == len(rows)

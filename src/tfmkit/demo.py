@@ -239,14 +239,16 @@ def _train_runs(cfg, work: Path, seeds, progress: bool = True) -> dict:
     from tfmkit.inference import load_model
     from tfmkit.training import load_corpus, pretrain
 
-    corpus = load_corpus(cfg)
+    corpus = None  # loaded by the first run's pretrain, then once more here for the others
     runs = {}
     for i, seed in enumerate(seeds):
         c = replace(cfg, train=replace(cfg.train, seed=seed))
         where = work if i == 0 else work / ".seeds" / f"seed{seed}"
         _stage(f"pretraining TxFM-{cfg.model.preset} (seed {seed}) for {cfg.train.steps} steps on the bundled BALF cells")
         t0 = time.perf_counter()
-        model_dir = pretrain(c, where, corpus=corpus, progress=progress)
+        kw = {} if corpus is None else {"corpus": corpus}
+        model_dir = pretrain(c, where, progress=progress, **kw)
+        corpus = corpus if corpus is not None else load_corpus(cfg)
         runs[seed] = {"model": load_model(model_dir), "train_s": time.perf_counter() - t0}
         r = replace(c, train=replace(c.train, steps=1, lr=0.0, weight_decay=0.0, val_every=0,
                                      checkpoint_every=1))

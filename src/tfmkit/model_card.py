@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import resource
 import sys
@@ -173,11 +174,14 @@ def render_markdown(card: dict) -> str:
         sha = (d.get("sha256") or "")[:16]
         lines.append(f"| {d['name']} | {d['n_cells']:,} | {d['n_genes_observable']:,} | {d.get('path')} | {sha} |")
     if card.get("benchmarks"):
-        lines += ["", "## Benchmarks (model vs best baseline)", "",
-                  "| benchmark | metric | model | best baseline | delta |", "|---|---|---|---|---|"]
+        lines += ["", "## Benchmarks (model vs best baseline; 95% Welch t interval across seeds)", "",
+                  "| benchmark | metric | model | best baseline | delta (+ = model better) |",
+                  "|---|---|---|---|---|"]
         for r in card["benchmarks"]:
-            lines.append(f"| {r['benchmark']} | {r['metric']} | {r['model']:.3f} | "
-                         f"{r['baseline']} {r['baseline_value']:.3f} | {r['model'] - r['baseline_value']:+.3f} |")
+            ci = (f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r.get("ci_low") is not None else "")
+            lines.append(f"| {r['benchmark']} | {r.get('embedding', '')} {r['metric']} | {r['model']:.3f} | "
+                         f"{r['baseline']} {r['baseline_value']:.3f} | "
+                         f"{r['delta']:+.3f}{ci} |")
     lines += ["", "## Known limitations", ""] + [f"- {x}" for x in card["limitations"]] + [""]
     return "\n".join(lines)
 
@@ -222,3 +226,58 @@ class CardRecorder:
             cells_per_s=self.cells / wall if wall > 0 and self.cells else None, device=self.device,
             parent=state.parent)
         return card_files(card, self.fingerprints)
+
+
+def check_leakage(model_dir, adata, *, layer: str | None = None, source: str | None = None,
+                  file=None) -> tuple[int, int]:
+    """Warn on stderr when cells of ``adata`` were in the model's pretraining data.
+
+    Aligns ``adata`` to the model vocabulary and compares cell fingerprints with
+    ``train_cells.npy`` (:func:`leakage`). Returns ``(n_seen, n_cells)``; ``(0, n)`` without
+    fingerprints (models written before cards existed).
+    """
+    from tfmkit.checkpoint import resolve_model_dir
+    from tfmkit.data.corpus import Corpus
+    from tfmkit.data.vocab import GeneVocab
+
+    d = resolve_model_dir(model_dir)
+    if not (d / FINGERPRINTS).is_file():
+        return 0, adata.n_obs
+    store = Corpus.from_adata_for_inference(adata, GeneVocab.load(d / "vocab.json"), layer=layer,
+                                            allow_low_coverage=True, name=source or "input")
+    seen, n = leakage(d, store)
+    if seen:
+        print(f"warning: {seen} of {n} evaluation cells ({100 * seen / n:.1f}%) of "
+              f"{source or 'the input'} were in the pretraining data of {d}; their scores are not "
+              "held-out scores", file=sys.stderr if file is None else file)
+    return seen, n
+
+
+def record_benchmark(model_dir, benchmark: str, results, embeddings=None) -> list[dict]:
+    """Add ``benchmark``'s headline rows (model − best baseline, :func:`baseline_deltas`) to the
+    model's card (JSON and Markdown), replacing earlier rows of the same benchmark.
+
+    ``embeddings`` restricts the model rows (e.g. the obsm keys made by this model). Returns the
+    rows added (none when the directory has no card or no model row has a baseline).
+    """
+    from tfmkit.checkpoint import resolve_model_dir
+    from tfmkit.evaluation.report import baseline_deltas
+
+    d = resolve_model_dir(model_dir)
+    card = read_card(d)
+    if card is None:
+        return []
+    deltas = baseline_deltas(results)
+    if embeddings is not None:
+        deltas = deltas[deltas["embedding"].isin(list(embeddings))]
+    rows = [{"benchmark": benchmark, "embedding": r.embedding, "metric": f"{r.task}/{r.metric}",
+             "model": float(r.value), "baseline": r.baseline, "baseline_value": float(r.baseline_value),
+             "delta": float(r.delta), "ci_low": None if not np.isfinite(r.ci_low) else float(r.ci_low),
+             "ci_high": None if not np.isfinite(r.ci_high) else float(r.ci_high)}
+            for r in deltas.itertuples()]
+    card["benchmarks"] = [b for b in card.get("benchmarks", []) if b["benchmark"] != benchmark] + rows
+    for name, content in card_files(card, None).items():
+        tmp = d / f".{name}.tmp"
+        tmp.write_bytes(content)
+        os.replace(tmp, d / name)
+    return rows

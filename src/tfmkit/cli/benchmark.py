@@ -54,6 +54,18 @@ def counts_source(adata, layer: str | None):
                       "(omit --layer to use X)")
 
 
+def _made_by(adata, keys: list[str], model_dir) -> list[str]:
+    """The obsm keys whose ``uns['tfmkit']`` provenance names ``model_dir`` (all keys when none
+    records a model: the user said they came from it)."""
+    from pathlib import Path
+
+    prov = dict(adata.uns.get("tfmkit", {}))
+    own = [k for k in keys if isinstance(prov.get(k), dict) and prov[k].get("model")
+           and Path(str(prov[k]["model"])).resolve() == Path(model_dir).resolve()]
+    recorded = [k for k in keys if isinstance(prov.get(k), dict) and prov[k].get("model")]
+    return own if recorded else list(keys)
+
+
 def celltype(
     input: str = typer.Option(..., "--input", "-i", help="Evaluation .h5ad (raw counts in X or --layer, labels in obs, embeddings in obsm)."),
     label_key: str = typer.Option(None, "--label-key", help="obs column with cell-type labels. Without it only batch-mixing metrics are computed (needs --batch-key)."),
@@ -69,6 +81,7 @@ def celltype(
     n_probe_seeds: int = typer.Option(1, "--n-probe-seeds", help="Seeds (splits) for which the probes run."),
     fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
+    model: str = typer.Option(None, "--model", "-m", help="The model directory the embeddings came from: warns when evaluation cells were in its pretraining data, and adds the headline rows (model − best baseline) to its MODEL_CARD.md."),
     extra_obsm: list[str] = typer.Argument(None, help="More obsm keys (so `--obsm A B C` works)."),
 ) -> None:
     """Cell-type clustering, batch-integration and probe metrics vs baselines (TxFM Table 4)."""
@@ -84,11 +97,21 @@ def celltype(
     if not label_key:  # batch-only mode: nothing is scored against labels
         probe_list = []
         base = [b for b in base if b not in LABEL_ONLY_BASELINES]
+    if model is not None:
+        from tfmkit.checkpoint import resolve_model_dir
+
+        model = resolve_model_dir(model)  # a bad --model fails before any work
     with results_dir(out, overwrite=overwrite):
+        from pathlib import Path
+
         from tfmkit.data.io import read_anndata
         from tfmkit.evaluation.runners import benchmark_celltype
 
         adata, lay = counts_source(read_anndata(input), layer)
+        if model is not None:
+            from tfmkit.model_card import check_leakage
+
+            check_leakage(model, adata, layer=lay, source=Path(input).name)
         typer.echo(f"{adata.n_obs} cells; embeddings: {', '.join(keys) or 'none'}; "
                    f"baselines: {', '.join(base) or 'none'}; {n_seeds} seed(s)"
                    + ("" if label_key else "; no --label-key: batch-mixing metrics only"))
@@ -99,6 +122,11 @@ def celltype(
         notes = (f"Input: `{input}`, labels `{label_key}`, batches `{batch_key}`; "
                  f"{min(n_cells, adata.n_obs)} cells per subsample, {n_seeds} seed(s).")
         _write_and_print(df, out, "Cell-type benchmark", overwrite, notes)
+        if model is not None:
+            from tfmkit.model_card import record_benchmark
+
+            rows = record_benchmark(model, "celltype", df, embeddings=_made_by(adata, keys, model))
+            typer.echo(f"added {len(rows)} headline row(s) to {model / 'MODEL_CARD.md'}")
 
 
 def genes(

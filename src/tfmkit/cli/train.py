@@ -18,6 +18,7 @@ from tfmkit.cli.errors import INTERRUPTED
 from tfmkit.errors import TfmkitError
 
 DEFAULT_CONFIG = "txfm_tiny"
+SHIPPED = ", ".join(sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
 RUN_CONFIG = "config.yaml"  # written by tfmkit.training.pretrain into the run folder
 MODEL_DIR = "model"
 CHECKPOINT_CONFIG = "config.json"  # tfmkit.checkpoint.CONFIG: holds the checkpoint's step
@@ -68,14 +69,14 @@ def _last_checkpoint_step(out: Path) -> int | None:
 
 
 def pretrain(
-    config: str = typer.Option(None, "--config", "-c", help=f"Run YAML path or shipped preset name (txfm_tiny, txfm_s, txfm_b, txfm_l). Default: {DEFAULT_CONFIG}. Not with --resume."),
+    config: str = typer.Option(None, "--config", "-c", help=f"Run YAML path or shipped config name ({SHIPPED}). Default: {DEFAULT_CONFIG}. Not with --resume."),
     data: list[str] = typer.Option(None, "--data", "-d", help="Raw-count .h5ad / 10x .h5 file; repeat for several datasets (gene panels). Default: the bundled BALF corpus."),
     out: str = typer.Option("runs/tfmkit", "--out", "-o", help="Run folder: config.yaml, train_log.csv and the model/ checkpoint."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint, with the run's own config.yaml (data and schedule included)."),
     layer: str = typer.Option(None, "--layer", help="AnnData layer holding raw counts (default X)."),
     overrides: list[str] = typer.Argument(None, help="Config overrides section.key=value, e.g. train.steps=1000 model.depth=4."),
 ) -> None:
-    """Pretrain a TxFM masked autoencoder (fp32 on CPU, bf16 autocast on GPU).
+    """Pretrain a model of any family (TxFM, BMFM, GPL-AR) from a run config (fp32 on CPU, bf16 on GPU).
 
     Ctrl-C keeps the last checkpoint; `tfmkit pretrain --out RUN --resume` continues it.
     """

@@ -290,7 +290,8 @@ class CorpusBatches(Dataset):
 
     **Block shuffling** (``block_size > 1``; default: the store's ``shuffle_block``, 1 for the
     in-memory store, whose order above is unchanged): ``cell_indices`` are cut into runs of
-    ``block_size`` consecutive cells, the runs are permuted with ``rng([seed, e])``, rank ``r``
+    cells of one read block (the store's ``block_ids(cells)``, else ``cell // block_size``),
+    the runs are permuted with ``rng([seed, e])``, rank ``r``
     takes the ``r``-th contiguous share of that sequence, and cells are shuffled within windows
     of ``window_blocks`` runs with ``rng([seed, e, r])``. A batch then touches at most
     ``window_blocks`` blocks, which an on-disk store reads once per window. Still a pure
@@ -348,9 +349,11 @@ class CorpusBatches(Dataset):
     def _block_shuffled(self, epoch: int) -> np.ndarray:
         """This rank's cells of ``epoch`` under block shuffling (see the class doc)."""
         n, b = len(self.cell_indices), self.block_size
-        starts = np.arange(0, n, b)
+        block_ids = getattr(self.store, "block_ids", None)  # runs = the store's own read blocks
+        ids = block_ids(self.cell_indices) if block_ids is not None else self.cell_indices // b
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(ids) != 0) + 1]).astype(np.int64)
+        lengths = np.diff(np.concatenate([starts, [n]]))
         order = np.random.default_rng([self.seed, epoch]).permutation(len(starts))
-        lengths = np.minimum(starts + b, n) - starts
         s, ln = starts[order], lengths[order]
         pos = np.repeat(s - np.concatenate([[0], np.cumsum(ln)[:-1]]), ln) + np.arange(n)  # (n,)
         mine = pos[self.rank * self.cells_per_rank:(self.rank + 1) * self.cells_per_rank]

@@ -16,6 +16,7 @@ runner.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,77 @@ from tfmkit.evaluation.metric_registry import higher_is_better
 
 LONG_COLUMNS = ["embedding", "task", "metric", "value", "std", "n_seeds"]
 RANK_COLUMN = "avg rank"
+#: Strong simple baselines a model is compared with (SPEC §6; GPL §4.6; scVI when installed).
+BASELINE_PATTERN = re.compile(r"^(raw|lognorm|(raw_|lognorm_)?hvg\d+|pca\d+|scvi|gene_mean|"
+                              r"control_mean|train_mean|linear_gene_embedding|l1_logistic.*|"
+                              r"logistic.*|knn_pca\d+)$")
+#: Negative controls: reported, never "the best baseline" and never a model.
+CONTROL_PATTERN = re.compile(r"^(random_label_shuffle|depth_only|random_init.*|shuffled.*)$")
+
+
+def role(embedding: str) -> str:
+    """``baseline``, ``control`` or ``model`` for an embedding name (see the patterns above)."""
+    if BASELINE_PATTERN.match(embedding):
+        return "baseline"
+    return "control" if CONTROL_PATTERN.match(embedding) else "model"
+
+
+def baseline_deltas(df: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
+    """``model − best baseline`` per model embedding and ``task / metric``, with a CI.
+
+    The best baseline is the best-scoring baseline embedding on that metric (direction from the
+    metric registry). The interval is a Welch t interval across seeds from each side's mean,
+    std and ``n_seeds`` (unpaired; ``NaN`` bounds with fewer than 2 seeds on either side).
+    Columns: ``embedding, task, metric, value, baseline, baseline_value, delta, ci_low, ci_high,
+    n_seeds``; ``delta`` is signed so that positive = the model is better.
+    """
+    from scipy import stats
+
+    df = aggregate_seeds(df)
+    if "std" not in df:
+        df = df.assign(std=np.nan)
+    if "n_seeds" not in df:
+        df = df.assign(n_seeds=1)
+    roles = df["embedding"].astype(str).map(role)
+    rows = []
+    for (task, metric), g in df.groupby(["task", "metric"], sort=False):
+        sign = 1.0 if higher_is_better(metric) else -1.0
+        base = g[(roles[g.index] == "baseline") & np.isfinite(g["value"])]
+        if base.empty:
+            continue
+        best = base.loc[(sign * base["value"]).idxmax()]
+        for _, r in g[roles[g.index] == "model"].iterrows():
+            delta = sign * (float(r["value"]) - float(best["value"]))
+            n1, n2 = int(r["n_seeds"] or 1), int(best["n_seeds"] or 1)
+            lo = hi = np.nan
+            if n1 > 1 and n2 > 1:
+                v1, v2 = float(r["std"]) ** 2 / n1, float(best["std"]) ** 2 / n2
+                se = np.sqrt(v1 + v2)
+                dof = (v1 + v2) ** 2 / max(v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1), 1e-300)
+                half = float(stats.t.ppf(0.5 + level / 2, dof)) * se if se > 0 else 0.0
+                lo, hi = delta - half, delta + half
+            rows.append({"embedding": r["embedding"], "task": task, "metric": metric,
+                         "value": float(r["value"]), "baseline": best["embedding"],
+                         "baseline_value": float(best["value"]), "delta": delta,
+                         "ci_low": lo, "ci_high": hi, "n_seeds": min(n1, n2)})
+    return pd.DataFrame(rows, columns=["embedding", "task", "metric", "value", "baseline",
+                                       "baseline_value", "delta", "ci_low", "ci_high", "n_seeds"])
+
+
+def format_deltas(deltas: pd.DataFrame, precision: int = 3) -> str:
+    """Markdown lines ``model − best baseline = +0.03 [−0.01, 0.07]`` (empty without models)."""
+    if deltas.empty:
+        return ""
+    p = precision
+    lines = ["## Model − best baseline (positive = model better; 95% Welch t interval across "
+             "seeds, — with one seed)", "",
+             "| embedding | task / metric | model | best baseline | delta [95% CI] |",
+             "|---|---|---|---|---|"]
+    for _, r in deltas.iterrows():
+        ci = (f"[{r.ci_low:+.{p}f}, {r.ci_high:+.{p}f}]" if np.isfinite(r.ci_low) else "—")
+        lines.append(f"| {r.embedding} | {r.task} / {r.metric} | {r.value:.{p}f} | "
+                     f"{r.baseline} {r.baseline_value:.{p}f} | {r.delta:+.{p}f} {ci} |")
+    return "\n".join(lines) + "\n"
 
 
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
@@ -146,6 +218,9 @@ def write_results(df: pd.DataFrame, out_dir, title: str, *, overwrite: bool = Fa
     md = f"# {title}\n\n{table}\n"
     md += ("Rank: mean over metrics of each embedding's rank (1 = best; ↓ = lower is better). "
            "Values: mean ± std over seeds.\n")
+    deltas = format_deltas(baseline_deltas(df), precision)
+    if deltas:
+        md += f"\n{deltas}"
     if notes:
         md += f"\n{notes.strip()}\n"
     md_path.write_text(md, encoding="utf-8")

@@ -29,8 +29,9 @@ from tfmkit.errors import TfmkitError
 
 DEFAULT_BLOCK_CELLS = 256
 """Cells per read block (and the loader's shuffle block): ~3.5 MB of BALF-like counts."""
-DEFAULT_CACHE_MB = 64.0
-"""Per-process cache of decoded blocks; covers one shuffle window (16 blocks) of typical data."""
+DEFAULT_CACHE_MB = 128.0
+"""Per-process cache of decoded blocks: one shuffle window (16 blocks, ~55 MB of BALF-like
+counts) and the next; an LRU cache smaller than the window would re-read every block."""
 
 
 def stratified_split(dataset_of_cell: np.ndarray, n_datasets: int, val_fraction: float,
@@ -51,7 +52,7 @@ def stratified_split(dataset_of_cell: np.ndarray, n_datasets: int, val_fraction:
 
 def remap_csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, colmap: np.ndarray,
               n_genes: int) -> sp.csr_matrix:
-    """CSR rows with stored columns mapped through ``colmap`` (``-1`` dropped), sorted, no zeros."""
+    """CSR rows with stored columns mapped through ``colmap`` (``-1`` dropped), no stored zeros."""
     indptr = np.asarray(indptr, dtype=np.int64)
     indptr = indptr - indptr[0]
     cols = colmap[np.asarray(indices, dtype=np.int64)]
@@ -59,10 +60,10 @@ def remap_csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, colmap:
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     counts = np.bincount(rows[keep], minlength=len(indptr) - 1)
     new_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    X = sp.csr_matrix((np.asarray(data, dtype=np.float32)[keep], cols[keep], new_ptr),
-                      shape=(len(indptr) - 1, n_genes))
-    X.sort_indices()
-    return X
+    # column order within a row is left as stored (densifying does not need it sorted; sorting
+    # cost more than the read itself on 20k-gene rows)
+    return sp.csr_matrix((np.asarray(data, dtype=np.float32)[keep], cols[keep].astype(np.int32), new_ptr),
+                         shape=(len(indptr) - 1, n_genes))
 
 
 class RowStore:
@@ -199,6 +200,12 @@ class RowStore:
             _, old = self._cache.popitem(last=False)
             self._cached_bytes -= old.data.nbytes + old.indices.nbytes + old.indptr.nbytes
         return X
+
+    def block_ids(self, cell_idx) -> np.ndarray:
+        """``(B,)`` int64 id of the read block holding each cell (the loader's shuffle runs)."""
+        cell_idx = np.asarray(cell_idx, dtype=np.int64)
+        ds = self.dataset_of_cell[cell_idx]
+        return self.offsets[ds] + (cell_idx - self.offsets[ds]) // self.block_cells
 
     def dense_counts(self, cell_idx) -> np.ndarray:
         """``(B, G)`` float32 raw counts of the given global cells (0 where unobservable)."""
