@@ -74,7 +74,9 @@ def test_block_shuffle_is_resumable_local_and_independent_of_workers(backed):
         np.testing.assert_array_equal(a, b)  # exact resume, same batches with 2 workers
     ds = CorpusBatches(backed, cells, batch_size=10, seed=5, collate=CellIds(), window_blocks=1)
     blocks = [len(set(backed.block_ids(ds.cells_for_step(s)))) for s in range(2 * ds.steps_per_epoch)]
-    assert max(blocks) == 2  # 10 cells, windows of one 8-row read block: at most 2 blocks per batch
+    # 10 cells from windows of 8 shuffled positions, one read block each (d0's last block has
+    # 6 rows, so a window can hold the tail of a second one): <= 3 blocks, vs ~10 when permuted
+    assert max(blocks) <= 3 and np.mean(blocks) < 2.5
     ids = backed.block_ids(np.arange(backed.n_cells))
     assert ids[149] != ids[150]  # read blocks never cross datasets (150 cells in d0)
     with pytest.raises(TfmkitError, match="must be >= 1"):

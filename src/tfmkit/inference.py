@@ -172,25 +172,44 @@ def gene_embeddings(model, kind: str = "encoder", *, vocab=None) -> pd.DataFrame
 
 
 @torch.no_grad()
-def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, seed: int = 0,
+def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, reveal: str = "random",
+                context_fraction: float | None = None, seed: int = 0,
                 batch_size: int = 64, layer: str | None = None, library_key: str | None = None,
                 allow_low_coverage: bool = False) -> dict:
     """Predict every vocabulary gene of every cell from ``n_revealed`` revealed genes.
 
-    Needs a family that produces ``gene_logits`` (and ``gene_pred``). Returns numpy arrays over
-    the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions after the output activation
-    (log1p space for TxFM), ``logits`` (N, G), ``target`` (N, G) lognorm targets, ``counts``
-    (N, G), ``observable`` (N, G) bool, ``revealed`` (N, G) bool, and ``genes`` (list). Dense:
-    intended for evaluation subsets, not whole atlases.
+    Needs a family that produces ``gene_logits`` (and ``gene_pred``). ``reveal="random"``: each
+    cell reveals genes by the model's training rule (``n_revealed`` overriding ``K``, seeded per
+    cell). ``reveal="top"`` (GPL Suppl. D.1): each cell reveals its most expressed genes in
+    descending order, ``round(context_fraction * #expressed)`` of them (all expressed genes when
+    ``None``; at least 1, at most ``n_revealed``, default the training ``K`` / ``N``); for the
+    autoregressive family the prediction is the logits at that masking boundary.
+    Returns numpy arrays over the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions
+    after the output activation (log1p space for TxFM), ``logits`` (N, G), ``target`` (N, G)
+    lognorm targets, ``counts`` (N, G), ``observable`` (N, G) bool, ``revealed`` (N, G) bool,
+    and ``genes`` (list). Dense: intended for evaluation subsets, not whole atlases.
     """
+    import inspect
+
     from tfmkit.data import keys as K
+    from tfmkit.tasks import build_task
 
     bm = as_trained_model(model, vocab)
     if "gene_logits" not in bm.module.outputs:
         raise TfmkitError(f"model family {bm.family!r} does not predict per-gene expression; "
                           "reconstruction needs gene_logits")
+    task = build_task(bm.run_config, bm.vocab.n_genes)
+    if reveal != "random" or context_fraction is not None:
+        if "reveal" not in inspect.signature(task.inference_collator).parameters:
+            raise TfmkitError(f"train.task {task.name!r} has no reveal modes; use reveal='random'")
     corpus = _corpus_for(adata, bm, layer, library_key, allow_low_coverage)
-    collate = _collator(bm, corpus, n_revealed)
+    collate = (task.inference_collator(corpus, n_revealed) if reveal == "random" and context_fraction is None
+               else task.inference_collator(corpus, n_revealed, reveal=reveal,
+                                            context_fraction=context_fraction))
+    needed = [k for k in (K.TARGET, K.COUNTS, K.OBSERVABLE, K.REVEALED) if k not in getattr(collate, "fields", ())]
+    if needed:
+        raise TfmkitError(f"train.task {task.name!r} builds batches without {', '.join(needed)}; "
+                          "reconstruction needs whole-cell targets (e.g. train.objective wced_loss)")
     bm.module.eval()
     parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}
     for _, cpu_batch, batch in _batches(corpus, collate, batch_size=batch_size, seed=seed, view=0,

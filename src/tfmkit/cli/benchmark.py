@@ -77,7 +77,7 @@ def celltype(
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Benchmark only the given embeddings."),
     n_cells: int = typer.Option(10_000, "--n-cells", help="Cells per random subsample (TxFM: 10,000)."),
     n_seeds: int = typer.Option(10, "--n-seeds", help="Subsamples / clustering seeds (mean ± std over them)."),
-    probes: str = typer.Option("linear,mlp,knn", "--probes", help="Comma-separated probes: linear, mlp, knn; empty string to skip."),
+    probes: str = typer.Option("linear,mlp,knn", "--probes", help="Comma-separated probes: linear (L2-logistic), l1_linear (L1-logistic), mlp, knn; empty string to skip."),
     n_probe_seeds: int = typer.Option(1, "--n-probe-seeds", help="Seeds (splits) for which the probes run."),
     fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),

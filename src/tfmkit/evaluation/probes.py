@@ -48,6 +48,7 @@ LEARNING_RATES = (1e-4, 5e-4, 1e-5)  # MLP probe
 LINEAR_C = 1.0  # inverse L2 strength of the linear probe (scikit-learn's default)
 LINEAR_MAX_ITER = 1000
 WEIGHT_DECAY = 1e-4
+PROBE_KINDS = ("linear", "l1_linear", "mlp")
 HIDDEN = (512, 256)
 DROPOUT = 0.5
 
@@ -121,11 +122,13 @@ def _scores(y_true, y_pred) -> tuple[float, float]:
     return float(accuracy_score(y_true, y_pred)), float(f1_score(y_true, y_pred, average="macro"))
 
 
-def fit_linear_probe(X_train, y_train, *, C: float = LINEAR_C, max_iter: int = LINEAR_MAX_ITER):
+def fit_linear_probe(X_train, y_train, *, C: float = LINEAR_C, max_iter: int = LINEAR_MAX_ITER,
+                     l1: bool = False):
     """Fit the linear probe: L2-penalised multinomial logistic regression solved to
-    convergence by L-BFGS (scikit-learn ``LogisticRegression``; objective in the module doc).
-    ``X_train`` ``(N, D)`` should already be standardised; ``y_train`` are integer class codes.
-    Returns ``predict(X) -> class codes``."""
+    convergence by L-BFGS (scikit-learn ``LogisticRegression``; objective in the module doc), or
+    with ``l1`` the L1-penalised one (SAGA; the sparse baseline users compare foundation models
+    with, Boiarsky et al.). ``X_train`` ``(N, D)`` should already be standardised; ``y_train``
+    are integer class codes. Returns ``predict(X) -> class codes``."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -137,12 +140,13 @@ def fit_linear_probe(X_train, y_train, *, C: float = LINEAR_C, max_iter: int = L
             "the probe's training cells hold only one label (the held-out batches took the "
             "others); use a label column with ≥ 2 labels in several batches, or no --batch-key."
         )
-    clf = LogisticRegression(C=C, max_iter=max_iter)
+    clf = (LogisticRegression(C=C, l1_ratio=1.0, solver="saga", max_iter=max_iter, random_state=0)
+           if l1 else LogisticRegression(C=C, max_iter=max_iter))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         clf.fit(X_train, y_train)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        warnings.warn(f"the linear probe did not converge in {max_iter} L-BFGS iterations; "
+        warnings.warn(f"the linear probe did not converge in {max_iter} iterations; "
                       f"its scores may be too low.", RuntimeWarning, stacklevel=2)
     return clf.predict
 
@@ -282,20 +286,22 @@ class _BatchedAdamW:
 def probe_scores(X, labels, batches=None, *, kind: str = "linear", seed: int = 0,
                  lrs=LEARNING_RATES, max_epochs: int = 1000, patience: int = 10,
                  max_steps: int = 1500) -> dict[str, float]:
-    """Test ``accuracy`` and ``macro_f1`` of a linear or MLP probe (protocol in module doc),
-    plus the probe's hyper-parameter: ``C`` (linear) or the selected ``lr`` (MLP; ``lrs``,
-    ``max_epochs``, ``patience`` and ``max_steps`` apply to it only)."""
+    """Test ``accuracy`` and ``macro_f1`` of a ``linear`` (L2), ``l1_linear`` (L1-logistic) or
+    ``mlp`` probe (protocol in module doc), plus the probe's hyper-parameter: ``C`` (linear
+    probes) or the selected ``lr`` (MLP; ``lrs``, ``max_epochs``, ``patience`` and
+    ``max_steps`` apply to it only)."""
     from sklearn.preprocessing import StandardScaler
 
-    if kind not in ("linear", "mlp"):
-        raise TfmkitError(f"probe kind must be 'linear' or 'mlp', not {kind!r}")
+    if kind not in PROBE_KINDS:
+        raise TfmkitError(f"probe kind must be one of {', '.join(PROBE_KINDS)}, not {kind!r}")
     X = np.asarray(X, dtype=np.float32)
     codes, uniques = _label_codes(labels, len(X))
     tr, va, te = batch_aware_split(codes, batches, seed=seed)
     scaler = StandardScaler().fit(X[tr])
     Z = scaler.transform(X).astype(np.float32)
-    if kind == "linear":
-        predict, extra = fit_linear_probe(Z[tr], codes[tr]), {"C": LINEAR_C}
+    if kind in ("linear", "l1_linear"):
+        predict = fit_linear_probe(Z[tr], codes[tr], l1=kind == "l1_linear")
+        extra = {"C": LINEAR_C}
     else:
         predict, lr = train_probe(Z[tr], codes[tr], Z[va], codes[va], kind=kind, lrs=lrs,
                                   max_epochs=max_epochs, patience=patience,

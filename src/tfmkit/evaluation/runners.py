@@ -27,7 +27,7 @@ from tfmkit.evaluation.report import LONG_COLUMNS, aggregate_seeds
 
 DEFAULT_CELLTYPE_BASELINES = ("raw", "lognorm", "hvg5000", "hvg2000", "hvg1024", "pca50",
                               "pca128", B.RANDOM_LABEL_SHUFFLE)
-PROBES = ("linear", "mlp", "knn")
+PROBES = ("linear", "l1_linear", "mlp", "knn")
 DEFAULT_MASK_RATES = (0.5, 0.9)
 MIN_CELLTYPE_CELLS = 20  # neighbour graphs, 5-fold-free probes and the 80/20 kNN split need this
 _COUNTS_FIX = "point --layer at raw counts or pass --no-baselines"
@@ -251,45 +251,64 @@ def benchmark_genes(model=None, *, representations: dict | None = None, adata=No
 
 
 def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT_MASK_RATES,
+                          reveal: str = "top", max_context: int | None = None,
                           n_seeds: int = 1, layer: str | None = None, batch_size: int = 64,
                           name: str = "model", mean_baseline: bool = True,
                           library_key: str | None = None, allow_low_coverage: bool = False,
                           ) -> pd.DataFrame:
-    """Reconstruction quality of ``model`` on held-out ``adata`` at each masking rate.
+    """Reconstruction quality of ``model`` on held-out ``adata`` at each masking rate (GPL
+    Suppl. D): full-transcriptome Spearman (midranks) and binary correctness, beside the
+    ``gene_mean`` baseline.
 
-    For a rate ``r`` every cell reveals ``n = max(1, round((1 − r) · G_obs))`` of its ``G_obs``
-    observable genes (median over cells) via :func:`tfmkit.inference.reconstruct`; metrics of
-    :func:`~tfmkit.evaluation.pretraining_quality.reconstruction_metrics` are averaged over cells
-    (NaN cells skipped) and over ``n_seeds`` maskings (``std`` across seeds). The
-    ``gene_mean`` baseline predicts every cell's profile as the per-gene mean lognorm of the
-    *other* evaluation cells (leave-one-out, a population prior fit without the scored cell;
-    its logits are the same means). Task names are
-    ``mask<percent>`` (e.g. ``mask90``). ``library_key``: obs column of full-transcriptome totals
-    for inputs that keep a gene subset (see :func:`tfmkit.inference.embed`);
-    ``allow_low_coverage`` lets such a subset through the vocabulary-coverage check.
+    ``reveal="top"`` (default, GPL Suppl. D.1): at rate ``r`` every cell shows the model its
+    ``round((1 − r) · n_e)`` most expressed genes (``n_e`` = its expressed genes; at least 1, at
+    most ``max_context``, default the model's training ``K`` / ``N``) in descending order and the
+    model predicts the whole profile (for the autoregressive family: the logits at the masking
+    boundary). Deterministic, so ``n_seeds`` must be 1. ``reveal="random"``: every cell reveals
+    ``n = max(1, round((1 − r) · G_obs))`` genes drawn by the model's training rule, ``G_obs`` =
+    median observable genes per cell; ``std`` over ``n_seeds`` draws.
+    Metrics of :func:`~tfmkit.evaluation.pretraining_quality.reconstruction_metrics` are
+    averaged over cells (NaN cells skipped): ``spearman`` / ``binary_correctness`` over all
+    observable genes (full transcriptome), ``*_masked`` over the genes not shown. The
+    ``gene_mean`` baseline (:func:`_mean_profile`) predicts each cell's profile from the
+    per-gene mean lognorm of the *other* evaluation cells. Task names are ``mask<percent>``
+    (e.g. ``mask90``). ``library_key``: obs column of full-transcriptome totals for inputs that
+    keep a gene subset (see :func:`tfmkit.inference.embed`); ``allow_low_coverage`` lets such a
+    subset through the vocabulary-coverage check. A model without ``gene_logits`` (e.g. BMFM
+    MLM without a WCED head) is refused with one line.
     """
     from tfmkit import inference
     from tfmkit.evaluation import pretraining_quality as PQ
+    from tfmkit.tasks.pretrain import REVEAL_MODES
 
     if not mask_rates or any(not 0 <= r < 1 for r in mask_rates):
         raise TfmkitError("mask rates must be in [0, 1), e.g. 0.5 0.9")
+    if reveal not in REVEAL_MODES:
+        raise TfmkitError(f"reveal must be one of {', '.join(REVEAL_MODES)}, got {reveal!r}")
+    if n_seeds < 1 or (reveal == "top" and n_seeds != 1):
+        raise TfmkitError("reveal='top' is deterministic: use n_seeds=1 (or reveal='random' "
+                          "for several random maskings)")
+    if max_context is not None and max_context < 1:
+        raise TfmkitError(f"max_context must be >= 1, got {max_context}")
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         model = inference.load_model(model)
+    common = dict(batch_size=batch_size, layer=layer, library_key=library_key,
+                  allow_low_coverage=allow_low_coverage)
     rows = []
     for rate in mask_rates:
         task = f"mask{int(round(rate * 100))}"
         n_rev = None
         for seed in range(n_seeds):
-            if n_rev is None:
-                probe = inference.reconstruct(adata[: min(adata.n_obs, 64)], model, n_revealed=1,
-                                              seed=seed, batch_size=batch_size, layer=layer,
-                                              library_key=library_key,
-                                              allow_low_coverage=allow_low_coverage)
-                g_obs = float(np.median(probe["observable"].sum(1)))
-                n_rev = max(1, int(round((1 - rate) * g_obs)))
-            rec = inference.reconstruct(adata, model, n_revealed=n_rev, seed=seed,
-                                        batch_size=batch_size, layer=layer, library_key=library_key,
-                                        allow_low_coverage=allow_low_coverage)
+            if reveal == "top":
+                rec = inference.reconstruct(adata, model, n_revealed=max_context, reveal="top",
+                                            context_fraction=1.0 - rate, seed=seed, **common)
+            else:
+                if n_rev is None:
+                    probe = inference.reconstruct(adata[: min(adata.n_obs, 64)], model, n_revealed=1,
+                                                  seed=seed, **common)
+                    g_obs = float(np.median(probe["observable"].sum(1)))
+                    n_rev = max(1, int(round((1 - rate) * g_obs)))
+                rec = inference.reconstruct(adata, model, n_revealed=n_rev, seed=seed, **common)
             variants = [(name, rec)]
             if mean_baseline:
                 variants.append(("gene_mean", _mean_profile(rec)))

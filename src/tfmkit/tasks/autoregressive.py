@@ -98,14 +98,30 @@ class AutoregressiveTask(Task):
                                       conditions=self.conditions, condition_dropout=self.condition_dropout,
                                       order="random", strict=True)
 
-    def inference_collator(self, store, n_revealed: int | None = None):
-        """Descending-expression sequences (GPL Suppl. D.1) of up to ``n_revealed`` (default
-        ``N``) expressed genes; unseen conditioning categories map to *unknown*."""
-        from tfmkit.data.collate_ar import AutoregressiveCollator
+    def inference_collator(self, store, n_revealed: int | None = None, *, reveal: str = "random",
+                           context_fraction: float | None = None):
+        """Descending-expression sequences (GPL Suppl. D.1); unseen conditioning categories map
+        to *unknown*.
 
-        return AutoregressiveCollator(int(n_revealed or self.n_tokens), self.undetected_fraction,
-                                      self.library_size, conditions=self.conditions,
-                                      condition_dropout=0.0, order="descending", strict=False)
+        ``reveal="random"``: up to ``n_revealed`` (default ``N``) expressed genes drawn at
+        random, plus the undetected genes, sorted by descending expression (as in training but
+        ordered). ``reveal="top"``: the head of the cell's full descending sequence, its
+        ``round(context_fraction * #expressed)`` most expressed genes (all when ``None``), at
+        most ``n_revealed`` (default ``N``), and no undetected genes; the model's ``gene_logits``
+        are then the logits at the masking boundary (Suppl. D.1 step 3).
+        """
+        from tfmkit.data.collate_ar import AutoregressiveCollator
+        from tfmkit.tasks.pretrain import check_reveal
+
+        check_reveal(reveal, context_fraction)
+        k = int(n_revealed or self.n_tokens)
+        if reveal == "random":
+            return AutoregressiveCollator(k, self.undetected_fraction, self.library_size,
+                                          conditions=self.conditions, condition_dropout=0.0,
+                                          order="descending", strict=False)
+        whole = AutoregressiveCollator(store.vocab.n_genes, 0.0, self.library_size, conditions=self.conditions,
+                                       condition_dropout=0.0, order="descending", strict=False)
+        return TopPrefixCollator(whole, k, context_fraction)
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         """Per-cell mean over positions of the objective of each position's logits ``(B,)``."""
@@ -135,6 +151,46 @@ class AutoregressiveTask(Task):
     def extra_repr(self) -> str:
         return (f"{self.objective_name}, N={self.n_tokens}, target={self.target!r}, "
                 f"z_loss_weight={self.z_loss_weight}, depth_shift={self.s0 is not None}")
+
+
+class TopPrefixCollator:
+    """The first ``n`` tokens of each cell's whole descending-expression sequence (``base``: an
+    :class:`~tfmkit.data.collate_ar.AutoregressiveCollator` over every expressed gene, order
+    ``descending``, no undetected genes): ``n`` from
+    :func:`tfmkit.tasks.pretrain.context_sizes`. Later tokens become padding (cut when no cell
+    uses them); ``REVEALED`` marks the kept genes, so they equal
+    :func:`tfmkit.tasks.pretrain.top_expressed` of the cell (ties by vocabulary index)."""
+
+    def __init__(self, base, max_tokens: int, context_fraction: float | None = None) -> None:
+        self.base = base
+        self.fields = tuple(base.fields)
+        self.reveal = base.reveal
+        self.max_tokens = int(max_tokens)
+        self.context_fraction = None if context_fraction is None else float(context_fraction)
+
+    def __repr__(self) -> str:
+        return (f"TopPrefixCollator(max_tokens={self.max_tokens}, "
+                f"context_fraction={self.context_fraction})")
+
+    def __call__(self, store, cell_idx, generator) -> dict:
+        from tfmkit.data.collate_ar import RANKS
+        from tfmkit.data.vocab import GeneVocab
+        from tfmkit.tasks.pretrain import context_sizes
+
+        batch = dict(self.base(store, cell_idx, generator))
+        valid = ~batch[K.PADDING].bool()  # (B, T) left-aligned
+        counts, observable = batch[K.COUNTS], batch[K.OBSERVABLE].bool()  # (B, G) x2
+        n = context_sizes((observable & (counts > 0)).sum(1), self.max_tokens, self.context_fraction)  # (B,)
+        keep = valid & (torch.arange(valid.shape[1])[None, :] < n[:, None])  # (B, T)
+        t = int(keep.sum(1).max()) if keep.numel() else 0
+        keep = keep[:, :t]  # (B, T')
+        ids = batch[K.GENE_IDS][:, :t].masked_fill(~keep, GeneVocab.PAD)  # (B, T')
+        gene = (ids - GeneVocab.N_SPECIAL).clamp_min(0)  # (B, T')
+        revealed = torch.zeros(counts.shape, dtype=torch.int32).scatter_add_(1, gene, keep.int()) > 0  # (B, G)
+        batch.update({K.GENE_IDS: ids, K.VALUES: batch[K.VALUES][:, :t] * keep,
+                      K.PADDING: ~keep, K.REVEALED: revealed,
+                      RANKS: batch[RANKS][:, :t].masked_fill(~keep, 0.0)})
+        return batch
 
 
 def seen_genes(gene_ids: torch.Tensor, valid: torch.Tensor, n_genes: int) -> torch.Tensor:

@@ -129,9 +129,20 @@ class MLMObjective(torch.nn.Module):
 
         return MLMCollator(self.n_tokens, self.library_size, **self.collator_kwargs)
 
-    def inference_collator(self, n_revealed: int | None = None):
-        """Unmasked, not downsampled tokens (``n_revealed`` of them, expressed genes first)."""
+    def inference_collator(self, n_revealed: int | None = None, *, reveal: str = "random",
+                           context_fraction: float | None = None):
+        """Unmasked, not downsampled tokens (``n_revealed`` of them, expressed genes first).
+
+        ``reveal="top"`` (top-expressed context for reconstruction, GPL Suppl. D) is refused:
+        MLM batches carry no whole-cell targets to reconstruct."""
         from tfmkit.data.collate_bmfm import MLMCollator
+        from tfmkit.tasks.pretrain import check_reveal
+
+        check_reveal(reveal, context_fraction)
+        if reveal != "random":
+            raise TfmkitError("the mlm objective predicts masked tokens, not the whole profile; "
+                              "reveal='top' reconstruction needs a model with gene_logits (e.g. "
+                              "bmfm with wced_head and train.objective wced_loss)")
 
         kw = dict(self.collator_kwargs, mask_rate=0.0, keep_rate=0.0, gene_mask_rate=0.0, rda=None, n_bins=None)
         return MLMCollator(int(n_revealed or self.n_tokens), self.library_size, **kw)
@@ -177,8 +188,10 @@ class MLMTask(Task):
     def collator(self, store):
         return self.objective.collator(store)
 
-    def inference_collator(self, store, n_revealed: int | None = None):
-        return self.objective.inference_collator(n_revealed)
+    def inference_collator(self, store, n_revealed: int | None = None, *, reveal: str = "random",
+                           context_fraction: float | None = None):
+        """:meth:`MLMObjective.inference_collator` (``reveal="top"`` is refused there)."""
+        return self.objective.inference_collator(n_revealed, reveal=reveal, context_fraction=context_fraction)
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         return self.objective(output, batch)  # (B,)

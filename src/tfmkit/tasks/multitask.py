@@ -233,20 +233,24 @@ class MultitaskTask(Task):
                       "they are ignored by that head", file=sys.stderr)
         return LabelCollator(self._base_collator(store), codes)
 
-    def inference_collator(self, store, n_revealed: int | None = None):
-        """New cells are embedded with the base objective's inference batches (no labels)."""
-        from tfmkit.tasks.pretrain import PretrainTask
+    def inference_collator(self, store, n_revealed: int | None = None, *, reveal: str = "random",
+                           context_fraction: float | None = None):
+        """New cells are embedded with the base objective's inference batches (no labels);
+        ``reveal`` / ``context_fraction`` as in :meth:`tfmkit.tasks.pretrain.PretrainTask.inference_collator`."""
+        from tfmkit.tasks.pretrain import PretrainTask, TopRevealCollator, check_reveal
 
+        check_reveal(reveal, context_fraction)
         if self.base is None:
             from tfmkit.data.collate import PretrainCollator
             from tfmkit.data.masking import RevealSpec
 
-            reveal = self.reveal or RevealSpec()
-            k = int(n_revealed or reveal.n_revealed)
-            return PretrainCollator(RevealSpec(n_revealed=k, expressed_only=reveal.expressed_only), self.library_size)
+            spec = self.reveal or RevealSpec()
+            k = int(n_revealed or spec.n_revealed)
+            collate = PretrainCollator(RevealSpec(n_revealed=k, expressed_only=spec.expressed_only), self.library_size)
+            return collate if reveal == "random" else TopRevealCollator(collate, k, context_fraction)
         if isinstance(self.base, PretrainTask):
-            return self.base.inference_collator(store, n_revealed)
-        return self.base.inference_collator(n_revealed)
+            return self.base.inference_collator(store, n_revealed, reveal=reveal, context_fraction=context_fraction)
+        return self.base.inference_collator(n_revealed, reveal=reveal, context_fraction=context_fraction)
 
     # ---- loss -----------------------------------------------------------------------------
     def head_losses(self, output, batch: dict) -> dict[str, torch.Tensor]:
