@@ -51,6 +51,12 @@ def _same_as_corpus(store, ref: Corpus):
     assert (store.observable_mask(ds) == ref.observable_mask(ds)).all()
     for a, b in zip(store.split(0.2, seed=3), ref.split(0.2, seed=3)):
         np.testing.assert_array_equal(a, b)
+    if hasattr(store, "iter_csr"):  # sequential pass, rows as the in-memory store keeps them
+        for d in range(len(ref.names)):
+            X = sp.vstack([x for _, x in store.iter_csr(d)]).tocsr()
+            np.testing.assert_array_equal(X.indptr, ref.counts[d].indptr)
+            np.testing.assert_array_equal(X.indices, ref.counts[d].indices)
+            np.testing.assert_array_equal(X.data, ref.counts[d].data)
     assert list(store.obs.index) == list(ref.obs.index)
     assert list(store.obs["dataset"]) == list(ref.obs["dataset"])
 

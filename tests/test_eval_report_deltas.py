@@ -41,7 +41,7 @@ def test_lower_is_better_metric_sign_and_single_seed():
 
 def test_roles():
     assert [role(e) for e in ("pca50", "hvg2000", "scvi", "raw", "control_mean")] == ["baseline"] * 5
-    assert [role(e) for e in ("random_label_shuffle", "depth_only", "random_init")] == ["control"] * 3
+    assert [role(e) for e in ("random_label_shuffle", "depth_only_control", "tfmkit_random_init")] == ["control"] * 3
     assert role("X_tfmkit") == role("finetuned") == "model"
 
 

@@ -26,3 +26,12 @@ def test_missing_scvi_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(scvi_baseline, "scvi_available", lambda: False)
     with pytest.raises(TfmkitError, match=r"needs scvi-tools: pip install 'tfmkit\[baselines\]'"):
         scvi_baseline.scvi_embedding(np.ones((3, 3)))
+
+
+def test_scvi_is_a_named_baseline():
+    pytest.importorskip("scvi", reason="optional extra: pip install 'tfmkit[baselines]' (CI installs it)")
+    from tfmkit.evaluation.baselines import baseline_embedding
+
+    a = make_counts(60, GENES, seed=1)
+    Z = baseline_embedding(a.X, "scvi", seed=0)
+    assert Z.shape == (60, scvi_baseline.N_LATENT)

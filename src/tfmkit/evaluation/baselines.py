@@ -3,7 +3,8 @@
 Names follow the SPEC §1 long-format contract: ``raw`` (raw counts of all genes), ``lognorm``
 (all genes, library-size normalised to ``L`` + log1p), ``hvg<N>`` (lognorm restricted to the ``N`` most
 variable genes, scanpy ``seurat`` flavour on the lognorm data), ``pca<N>`` (``N`` principal
-components of lognorm, via scanpy/ARPACK on the sparse matrix). ``random_label_shuffle`` is not an
+components of lognorm, via scanpy/ARPACK on the sparse matrix), ``scvi`` (scVI latent space fit on
+the evaluation counts; optional extra ``tfmkit[baselines]``, :mod:`tfmkit.evaluation.scvi_baseline`). ``random_label_shuffle`` is not an
 embedding: runners evaluate the ``lognorm`` baseline against permuted labels and report it under
 that name (:func:`shuffled_labels`).
 """
@@ -20,7 +21,7 @@ from tfmkit.errors import TfmkitError
 
 DEFAULT_BASELINES = ("raw", "lognorm", "hvg2000", "pca50")
 RANDOM_LABEL_SHUFFLE = "random_label_shuffle"
-_PATTERN = re.compile(r"^(raw|lognorm|hvg(\d+)|pca(\d+))$")
+_PATTERN = re.compile(r"^(raw|lognorm|hvg(\d+)|pca(\d+)|scvi)$")
 
 
 def _dense(X) -> np.ndarray:
@@ -52,7 +53,11 @@ def baseline_embedding(counts, name: str, *, library_size: float = DEFAULT_LIBRA
     """
     m = _PATTERN.match(name)
     if m is None:
-        raise TfmkitError(f"unknown baseline {name!r}; use raw, lognorm, hvg<N> or pca<N>")
+        raise TfmkitError(f"unknown baseline {name!r}; use raw, lognorm, hvg<N>, pca<N> or scvi")
+    if name == "scvi":  # optional extra: tfmkit[baselines]
+        from tfmkit.evaluation.scvi_baseline import scvi_embedding
+
+        return scvi_embedding(counts, seed=seed)
     if name in ("raw", "lognorm") and counts.shape[0] * counts.shape[1] > max_dense_values:
         raise TfmkitError(f"baseline {name!r} on {counts.shape[0]} x {counts.shape[1]} counts would "
                           f"densify more than {max_dense_values:,} values; use hvg5000 or pca50, or "

@@ -222,10 +222,13 @@ class RowStore:
         return out
 
     def iter_csr(self, d: int):
-        """Yield ``(row0, csr)`` blocks of dataset ``d`` in vocabulary columns, in row order
-        (uncached: a sequential pass, e.g. for fingerprints or a streaming export)."""
+        """Yield ``(row0, csr)`` blocks of dataset ``d`` in vocabulary columns (sorted within each
+        row, like :attr:`Corpus.counts`), in row order; uncached: a sequential pass, e.g. for
+        :func:`tfmkit.model_card.cell_fingerprints` or an export."""
         self._check_process()
         for lo in range(0, int(self.n_rows[d]), self.block_cells):
             hi = min(lo + self.block_cells, int(self.n_rows[d]))
             indptr, indices, data = self._read_block(d, lo, hi)
-            yield lo, remap_csr(indptr, indices, data, self.colmaps[d], self.vocab.n_genes)
+            X = remap_csr(indptr, indices, data, self.colmaps[d], self.vocab.n_genes)
+            X.sort_indices()  # as the in-memory Corpus stores them (fingerprints hash them)
+            yield lo, X
