@@ -10,7 +10,7 @@
 Usage::
 
     python benchmarks/memory_scaling.py pretrain --cells 10000 1000000 [--store]
-    python benchmarks/memory_scaling.py embed --cells 10000 100000
+    python benchmarks/memory_scaling.py embed --cells 10000 100000 [--n-revealed 16]
 
 Files go to ``--work`` (default /tmp/tfm_scale). Prints one line per size, ``uptime``, and the ratio.
 """
@@ -43,13 +43,13 @@ def _child_pretrain(data: str, out: str, budget_gb: float) -> dict:
     return {"wall_s": time.perf_counter() - t0}
 
 
-def _child_embed(data: str, model: str, out: str) -> dict:
+def _child_embed(data: str, model: str, out: str, k: str) -> dict:
     import tfmkit
     from tfmkit.streaming import embed_h5ad
 
     m = tfmkit.load_model(model)
     t0 = time.perf_counter()
-    info = embed_h5ad(data, m, out, batch_size=256)
+    info = embed_h5ad(data, m, out, batch_size=256, n_revealed=int(k) if int(k) > 0 else None)
     return {"wall_s": time.perf_counter() - t0, "n_cells": info["n_cells"]}
 
 
@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/tfm_scale")
     p.add_argument("--store", action="store_true", help="pretrain from a `tfmkit prepare` store")
     p.add_argument("--budget-gb", type=float, default=0.05, help="data.max_in_memory_gb for the runs")
+    p.add_argument("--n-revealed", type=int, default=0, help="embed: K (default: the model's, 256)")
     p.add_argument("child", nargs="*")
     a = p.parse_args()
     if a.what == "_child":
@@ -111,7 +112,8 @@ def main() -> None:
                     cfg = load_config("txfm_tiny", ["train.steps=2", "train.val_every=0"])
                     pretrain(cfg, model, progress=False)
             with tempfile.TemporaryDirectory(dir=work) as tmp:
-                res = _run_child(["embed", str(data), str(model / "model"), str(Path(tmp) / "out.h5ad")])
+                res = _run_child(["embed", str(data), str(model / "model"), str(Path(tmp) / "out.h5ad"),
+                                   str(a.n_revealed)])
                 res["cells_per_s"] = res["n_cells"] / res["wall_s"]
         res["cells"] = n
         res["uptime"] = _uptime()

@@ -86,6 +86,12 @@ def evaluate(out: Path) -> None:
     for model_dir in sorted(out.glob("seeds*/runs/*/seed*/model")):
         seed = int(model_dir.parent.name[4:])
         cell = model_dir.parent.parent.name
+        cache = model_dir.parent / "science_eval.csv"  # per-model rows, reused when re-run
+        stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+        if cache.exists() and (c := pd.read_csv(cache))["stamp"].eq(stamp).all():
+            rows += c.drop(columns="stamp").to_dict("records")
+            continue
+        first = len(rows)
         model = load_model(model_dir)
         for name, (ad, label, lib) in sets.items():
             ad = ad.copy()
@@ -97,6 +103,7 @@ def evaluate(out: Path) -> None:
                 rows.append({"cell": cell, "seed": seed, "dataset": name, "pooling": pooling,
                              "knn": knn_cv_scores(E, y, seed=seed)["accuracy"],
                              "pc1_depth": pc1_depth(E, genes)})
+        pd.DataFrame(rows[first:]).assign(stamp=stamp).to_csv(cache, index=False)
         print(cell, seed, rows[-1], flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "science_per_seed.csv", index=False)

@@ -238,3 +238,13 @@ def test_ablate_errors(tmp_path):
     error("ablate", "--grid", "smoke", "--seeds", "1,x", "--out", tmp_path / "abl",
           match="--seeds must be comma-separated integers, got '1,x'")
     assert not (tmp_path / "abl").exists()
+
+
+def test_embed_streams_inputs_over_the_memory_budget(trained, tmp_path):
+    """--max-in-memory-gb 0: the input is read in row blocks; same output contract."""
+    res = cli("embed", "--model", trained / "run", "--input", trained / "a.h5ad", "--output",
+              tmp_path / "s.h5ad", "--max-in-memory-gb", "0")
+    assert "(streamed)" in res.stdout
+    out, src = ad.read_h5ad(tmp_path / "s.h5ad"), ad.read_h5ad(trained / "a.h5ad")
+    assert out.obsm["X_tfmkit"].shape == (40, 32) and list(out.var_names) == list(src.var_names)
+    assert (out.X != src.X).nnz == 0

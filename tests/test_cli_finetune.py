@@ -80,3 +80,60 @@ def test_finetune_ssl_records_parent_and_keeps_the_objective(files):
 
     a, b = load_file(str(parent / "model.safetensors")), load_file(str(d / "ssl" / "model" / "model.safetensors"))
     assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def screen_files(tmp_path_factory):
+    from test_finetune_perturbation import TINY as PTINY, toy_screen
+
+    d = tmp_path_factory.mktemp("clipert")
+    screen = toy_screen(n_per=12)
+    screen.write_h5ad(d / "screen.h5ad")
+    screen[screen.obs["perturbation"] != "non-targeting"].copy().write_h5ad(d / "noctrl.h5ad")
+    parent = pretrain(load_config("txfm_tiny", PTINY), d / "parent", adatas={"toy": screen}, progress=False)
+    return d, parent
+
+
+def test_finetune_perturbation_then_benchmark(screen_files):
+    d, parent = screen_files
+    r = runner.invoke(app, ["finetune", "perturbation", "--model", str(parent), "--input", str(d / "screen.h5ad"),
+                            "--split", "context", "--holdout", "B", "--steps", "4", "--batch-size", "16",
+                            "--out", str(d / "ft")])
+    assert r.exit_code == 0, r.output
+    model = d / "ft" / "model"
+    assert json.loads((model / "config.json").read_text())["task"] == "perturbation"
+    r = runner.invoke(app, ["benchmark", "perturbation-prediction", "--model", str(model), "--input",
+                            str(d / "screen.h5ad"), "--n-control", "8", "--out", str(d / "res")])
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    res = pd.read_csv(d / "res" / "results.csv")
+    assert {"embedding", "task", "metric", "value", "n_perturbations", "split", "holdout"} <= set(res.columns)
+    assert len(res) == 4 * 5 and set(res["holdout"]) == {"B"}
+    assert (d / "res" / "per_perturbation.csv").exists() and "Perturbation prediction" in (d / "res" / "results.md").read_text()
+    r = runner.invoke(app, ["benchmark", "perturbation-prediction", "--model", str(parent), "--input",
+                            str(d / "screen.h5ad"), "--out", str(d / "res2")])
+    assert r.exit_code == 2 and "error: " in r.output and "was trained with task 'pretrain'" in r.output
+    assert not (d / "res2").exists()
+
+
+def test_finetune_perturbation_without_controls_is_one_line_error(screen_files):
+    d, parent = screen_files
+    r = runner.invoke(app, ["finetune", "perturbation", "--model", str(parent), "--input", str(d / "noctrl.h5ad"),
+                            "--out", str(d / "bad")])
+    assert r.exit_code == 2
+    assert r.output.strip().startswith("error: no control cells") and len(r.output.strip().splitlines()) == 1
+    assert not (d / "bad").exists() and not list(d.glob(".bad.tmp-*"))
+
+
+def test_datasets_simulate_perturbseq_with_contexts(tmp_path):
+    out = tmp_path / "sim.h5ad"
+    args = ["datasets", "simulate-perturbseq", "--out", str(out), "--contexts", "2", "--perturbations", "3",
+            "--cells", "8", "--batches", "1", "--min-gene-frac", "0.1", "--seed", "2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "SIMULATED Perturb-seq" in r.output
+    a = ad.read_h5ad(out)
+    assert a.uns["simulated"] and sorted(a.obs["context"].unique()) == ["T cell", "macrophage"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "exists; pass --overwrite" in r.output

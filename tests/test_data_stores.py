@@ -2,7 +2,6 @@
 in-memory Corpus built from the same data: same vocabulary, counts, library sizes, observable
 genes, nonzero counts and split; plus sources (directories, manifests, memory budget, cache)."""
 
-import json
 import pickle
 
 import anndata as ad

@@ -31,6 +31,9 @@ def test_demo_tiny_end_to_end(tmp_path):
     knn = df[(df.task == "knn_5fold") & (df.metric == "accuracy")]
     names = {"tfmkit_zero_shot", "tfmkit_ssl_adapted", "tfmkit_random_init", "pca50", "lognorm",
              "depth_only_control", "random_label_shuffle"}
+    from tfmkit.evaluation.scvi_baseline import scvi_available
+
+    names |= {"scvi"} if scvi_available() else set()  # rows appear when the extra is installed
     assert set(knn.embedding) == names  # one name per embedding in every table
     assert set(knn.dataset) == {"pbmc68k", "wu2020"}
     assert set(knn[knn.embedding.str.startswith("tfmkit")].train_seed) == {0}

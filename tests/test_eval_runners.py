@@ -146,16 +146,71 @@ def test_pca_loadings_harmonise_ensembl_ids(pbmc):
 def test_benchmark_genes_with_real_model_on_ensembl_data(pbmc, model):
     from tfmkit import gene_embeddings
 
-    g = runners.benchmark_genes(model, adata=_ensembl(pbmc), databases=("hallmark",), n_null_pairs=5000)
+    g = runners.benchmark_genes(model, adata=_ensembl(pbmc), databases=("hallmark",), n_null_pairs=5000,
+                                tasks=("recall",))
     assert set(g.embedding) == {"encoder", "decoder", "pca128", "random_label_shuffle"}
     assert set(g.metric) == {"hallmark", "combined"} and (g.n_seeds == 3).all()
     # the runner scores exactly the model's gene tables: same numbers from representations
     from tfmkit.evaluation.gene_recall import PCA_COMPONENTS
 
     reps = {k: (gene_embeddings(model, kind=k), PCA_COMPONENTS[k]) for k in ("encoder", "decoder")}
-    direct = runners.benchmark_genes(representations=reps, databases=("hallmark",), n_null_pairs=5000)
+    direct = runners.benchmark_genes(representations=reps, databases=("hallmark",), n_null_pairs=5000,
+                                     tasks=("recall",))
     pd.testing.assert_frame_equal(direct.reset_index(drop=True),
                                   g[g.embedding.isin(["encoder", "decoder"])].reset_index(drop=True))
+
+
+def test_benchmark_genes_grn_and_lda_on_the_same_genes(pbmc, model):
+    from tfmkit import gene_embeddings
+    from tfmkit.datasets.genesets import load_gene_annotation, load_tf_roles, load_tf_targets
+    from tfmkit.evaluation import grn as GRN
+    from tfmkit.evaluation.gene_lda import lda_probe
+
+    g = runners.benchmark_genes(model, adata=pbmc, tasks=("grn", "lda"))
+    grn = g[g.task == "grn"].set_index(["embedding", "metric"])
+    assert set(grn.index.get_level_values(0)) == {"encoder", "decoder", "pca128", "random_label_shuffle",
+                                                   "coexpression"}
+    lda = g[g.task == "gene_annotation"].set_index("embedding")
+    assert set(lda.index) == {"encoder", "decoder", "pca128", "random_label_shuffle"}
+    assert (lda.metric == "lda_balanced_accuracy").all() and len(set(lda.n_pairs)) == 1  # same genes
+    # independent recomputation of the encoder rows on the genes expressed in the data
+    enc = gene_embeddings(model, kind="encoder")
+    from tfmkit.data.hgnc import harmonize_genes
+
+    h = pbmc.copy()
+    harmonize_genes(h)  # the model's genes are HGNC symbols
+    expressed = set(h.var_names[np.asarray(h.X.sum(0)).ravel() > 0])
+    genes = [x for x in enc.index if x in expressed]
+    per_tf = GRN.grn_auroc(enc.loc[genes], load_tf_targets(), roles=load_tf_roles())
+    mean, std, n_tfs = GRN.grn_summary(per_tf)["grn_auroc"]
+    row = grn.loc[("encoder", "grn_auroc")]
+    assert row.value == pytest.approx(mean) and row.n_seeds == n_tfs > 0 and row["std"] == pytest.approx(std)
+    res = lda_probe(enc.loc[genes], load_gene_annotation("go_cc"))
+    assert lda.loc["encoder", "value"] == pytest.approx(res["balanced_accuracy"])
+    assert lda.loc["encoder", "n_pairs"] == res["n_genes"]
+    with pytest.raises(TfmkitError, match="unknown gene task"):
+        runners.benchmark_genes(model, tasks=("grn", "motifs"))
+
+
+def test_benchmark_pretraining_top_context_with_real_model(pbmc, model):
+    from tfmkit.evaluation.pretraining_quality import reconstruction_metrics
+    from tfmkit.inference import reconstruct
+
+    a = pbmc[:40].copy()
+    p = runners.benchmark_pretraining(model, a, mask_rates=(0.5, 0.9))
+    assert set(p.task) == {"mask50", "mask90"} and set(p.embedding) == {"model", "gene_mean"}
+    assert set(p.metric) == {"poisson_loss", "spearman", "spearman_masked", "binary_correctness",
+                             "binary_correctness_masked"}
+    # independent recomputation for mask90: each cell shows its top round(0.1 · n_expressed) genes
+    rec = reconstruct(a, model, reveal="top", context_fraction=0.1, n_revealed=1024)
+    n_expr = ((rec["counts"] > 0) & rec["observable"]).sum(1)
+    np.testing.assert_array_equal(rec["revealed"].sum(1), np.clip(np.floor(0.1 * n_expr + 0.5), 1, None))
+    row = p[(p.embedding == "model") & (p.task == "mask90") & (p.metric == "spearman")].iloc[0]
+    assert row.value == pytest.approx(np.nanmean(reconstruction_metrics(rec)["spearman"]), rel=1e-3)  # float noise in near-tied logits
+    with pytest.raises(TfmkitError, match="reveal='top' is deterministic: use n_seeds=1"):
+        runners.benchmark_pretraining(model, a, n_seeds=2)
+    with pytest.raises(TfmkitError, match="reveal must be one of random, top"):
+        runners.benchmark_pretraining(model, a, reveal="bottom")
 
 
 def test_benchmark_pretraining_with_real_model(pbmc, model):
@@ -163,10 +218,8 @@ def test_benchmark_pretraining_with_real_model(pbmc, model):
     from tfmkit.inference import reconstruct
 
     a = pbmc[:40].copy()
-    p = runners.benchmark_pretraining(model, a, mask_rates=(0.5, 0.9), n_seeds=2)
+    p = runners.benchmark_pretraining(model, a, mask_rates=(0.5, 0.9), n_seeds=2, reveal="random")
     assert set(p.task) == {"mask50", "mask90"} and set(p.embedding) == {"model", "gene_mean"}
-    assert set(p.metric) == {"poisson_loss", "spearman", "spearman_masked", "binary_correctness",
-                             "binary_correctness_masked"}
     # independent recomputation for mask90: n = max(1, round(0.1 · median observable genes))
     probe = reconstruct(a, model, n_revealed=1, seed=0)
     n = max(1, int(round(0.1 * float(np.median(probe["observable"].sum(1))))))

@@ -100,3 +100,27 @@ def test_benchmark_with_model_warns_on_leakage_and_updates_the_card(tmp_path, tw
     assert res.exit_code == 0, res.output
     assert "pretraining data" not in res.stderr  # unseen cells: no warning
     assert len([b for b in mc.read_card(model_dir)["benchmarks"] if b["benchmark"] == "celltype"]) == len(rows)
+
+
+def test_card_of_a_directory_corpus_and_a_prepared_store(tmp_path, two_panels):
+    """`--data DIR`: one source (with its SHA-256) per file; fingerprints from a streamed store."""
+    import hashlib
+
+    from tfmkit.data.sources import open_corpus, resolve_paths
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, a in two_panels.items():
+        a.write_h5ad(folder / f"{name}.h5ad")
+    cfg = load_config("txfm_tiny", SMALL + [f"data.paths=['{folder}']"])
+    model_dir = pretrain(cfg, tmp_path / "run", progress=False)
+    card = mc.read_card(model_dir)
+    by_name = {d["name"]: d for d in card["training_data"]["datasets"]}
+    files = dict(resolve_paths([folder]))
+    assert set(by_name) == set(files) and len(files) == 2
+    for name, f in files.items():
+        assert by_name[name]["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    store = open_corpus([folder], max_in_memory_gb=0.0)  # streamed: no `.counts`, iter_csr instead
+    assert not hasattr(store, "counts")
+    np.testing.assert_array_equal(np.sort(mc.cell_fingerprints(store)),
+                                  np.sort(np.load(model_dir / mc.FINGERPRINTS)))

@@ -75,3 +75,41 @@ def test_user_base_and_errors():
         simulate_perturbseq(bad)
     with pytest.raises(TfmkitError, match="fewer perturbations"):
         simulate_perturbseq(base, n_perturbations=5000)
+
+
+def test_contexts_share_targets_with_shared_and_specific_effects():
+    """``contexts=N``: N real cell populations, the same targets everywhere, controls in every
+    context, partner effects partly shared (correlated across contexts) and partly specific."""
+    sim = simulate_perturbseq(n_perturbations=6, cells_per_perturbation=30, n_batches=2, contexts=3,
+                              context_specificity=0.3, min_gene_frac=0.05, seed=1)
+    obs = sim.obs
+    assert sorted(obs["context"].unique()) == ["T cell", "epithelial", "macrophage"]
+    assert sim.uns["simulated"] is True and sim.uns["simulation"]["contexts"] == ["macrophage", "T cell", "epithelial"]
+    for _, o in obs.groupby("context", observed=True):
+        assert o["is_control"].sum() > 0 and o.loc[~o.is_control, "perturbation"].nunique() == 6
+        assert o["batch"].astype(str).str.startswith(o["context"].iloc[0].replace(" ", "_")).all()
+    X = sim.X.toarray()
+    L = np.log1p(1e4 * X / X.sum(1, keepdims=True))
+    ctx = obs["context"].astype(str).to_numpy()
+    means = {c: L[ctx == c].mean(0) for c in ("macrophage", "T cell", "epithelial")}
+    # the base populations differ (real cell types): context means are far apart
+    assert np.abs(means["macrophage"] - means["epithelial"]).mean() > 0.05
+    # knock-down in every context
+    for g in sim.var_names[sim.var.is_target]:
+        gi = sim.var_names.get_loc(g)
+        for c in means:
+            on = (obs["perturbation"] == g).to_numpy() & (ctx == c)
+            ctl = obs["is_control"].to_numpy() & (ctx == c)
+            assert X[on, gi].sum() / X[on].sum() < 0.6 * X[ctl, gi].sum() / X[ctl].sum()
+    # partner effects: correlated across contexts (shared 70%) but not identical (specific 30%)
+    pert = (obs["perturbation"] != CONTROL_LABEL).to_numpy()
+    rs = []
+    for g in sim.var_names[sim.var.is_target]:
+        on = (obs["perturbation"] == g).to_numpy()
+        d = {c: L[on & (ctx == c)].mean(0) - L[~pert & (ctx == c)].mean(0) for c in ("macrophage", "T cell")}
+        big = np.argsort(-(np.abs(d["macrophage"]) + np.abs(d["T cell"])))[:40]
+        big = big[big != sim.var_names.get_loc(g)]
+        rs.append(np.corrcoef(d["macrophage"][big], d["T cell"][big])[0, 1])
+    assert 0.3 < np.median(rs) and max(rs) < 0.98
+    with pytest.raises(TfmkitError, match="at most 4 contexts"):
+        simulate_perturbseq(contexts=5)

@@ -35,6 +35,9 @@ class DataConfig:
     """User ``.h5ad`` / 10x ``.h5`` files (raw counts); each file is one dataset/gene panel."""
     layer: str | None = None
     """Layer holding raw counts (default ``X``)."""
+    max_in_memory_gb: float = 4.0
+    """Load ``paths`` whole when their counts as in-memory CSR fit in this many GB; larger
+    corpora are read in row blocks (no whole matrix in RAM; :mod:`tfmkit.data.sources`)."""
     allow_low_coverage: bool = False
     """Train even when few of a file's genes map to HGNC symbols (e.g. mouse data); off by default."""
     min_cells: int = 10

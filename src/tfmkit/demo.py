@@ -63,7 +63,8 @@ class EvalBudget:
     recon_cells: int | None        # pbmc68k cells for held-out reconstruction
     umap: bool                     # UMAP plots (else cheap 2-D PCA plots)
     scvi_epochs: int = 100         # scVI training epochs (only when scvi-tools is installed)
-    pooling: str = "cls"           # cell embedding pooling (tfmkit.embed)
+    pooling: str = "mean"          # cell embedding pooling (tfmkit.embed); mean beat CLS on
+                                   # pbmc68k in every cell of the issue-12 ablation (docs/science.md)
 
 
 EVAL_BUDGETS = {
@@ -146,19 +147,11 @@ def pc1_depth_spearman(E: np.ndarray, genes_per_cell: np.ndarray) -> float:
 
 
 def _scvi_embedding(adata, seed: int, epochs: int) -> np.ndarray | None:
-    """scVI latent space (optional ``[baselines]`` extra; ``None`` when scvi-tools is absent)."""
-    import importlib.util
+    """scVI latent space fit on the evaluation cells (optional ``[baselines]`` extra,
+    :mod:`tfmkit.evaluation.scvi_baseline`); ``None`` when scvi-tools is not installed."""
+    from tfmkit.evaluation.scvi_baseline import scvi_available, scvi_embedding
 
-    if importlib.util.find_spec("scvi") is None:
-        return None
-    import scvi
-
-    scvi.settings.seed = seed
-    tmp = adata.copy()
-    scvi.model.SCVI.setup_anndata(tmp)
-    m = scvi.model.SCVI(tmp, n_latent=10)
-    m.train(max_epochs=epochs, enable_progress_bar=False)
-    return np.asarray(m.get_latent_representation(), dtype=np.float32)
+    return scvi_embedding(adata.X, max_epochs=epochs, seed=seed) if scvi_available() else None
 
 
 def _model_embedding(adata, model, library_key, pooling: str) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 CARD_JSON = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
 FINGERPRINTS = "train_cells.npy"
+MAX_HASH_BYTES = 2 * 2**30  # larger input files are not hashed (tens of seconds per 10 GB)
 LIMITATIONS = [
     "Small CPU presets trained for minutes are far from the papers' models; compare with the "
     "baselines (PCA, HVG, lognorm) before trusting an embedding.",
@@ -56,7 +57,7 @@ def cell_fingerprints(store) -> np.ndarray:
     """
     out = np.empty(store.n_cells, dtype=np.uint64)
     pos = 0
-    for X in store.counts:  # per-dataset CSR (n_d, G), sorted indices
+    for X in _csr_blocks(store):  # CSR (n, G) blocks in global cell order, sorted indices
         for r in range(X.shape[0]):
             lo, hi = X.indptr[r], X.indptr[r + 1]
             h = hashlib.blake2b(X.indices[lo:hi].astype(np.int64).tobytes(), digest_size=8)
@@ -64,6 +65,17 @@ def cell_fingerprints(store) -> np.ndarray:
             out[pos] = int.from_bytes(h.digest(), "little")
             pos += 1
     return out
+
+
+def _csr_blocks(store):
+    """Vocabulary-aligned CSR blocks of every dataset in order: the in-memory ``counts`` or a
+    streamed store's ``iter_csr`` (one sequential pass)."""
+    if hasattr(store, "counts"):
+        yield from store.counts
+        return
+    for d in range(len(store.names)):
+        for _, block in store.iter_csr(d):
+            yield block
 
 
 def leakage(model_dir: str | Path, store) -> tuple[int, int]:
@@ -81,7 +93,17 @@ def leakage(model_dir: str | Path, store) -> tuple[int, int]:
 def data_sources(cfg) -> list[dict]:
     """Training inputs of a run config: ``{name, path, sha256}`` per file or bundled archive."""
     if cfg.data.paths:
-        return [{"name": Path(p).stem, "path": str(p), "sha256": file_sha256(p)} for p in cfg.data.paths]
+        from tfmkit.data.sources import resolve_paths, store_kind
+
+        out = []
+        for p in cfg.data.paths:
+            if store_kind(p) is not None:  # a prepared store or a SOMA experiment: a folder
+                out.append({"name": Path(p).name, "path": str(p), "sha256": None})
+            else:
+                out += [{"name": name, "path": str(f),
+                         "sha256": file_sha256(f) if f.stat().st_size <= MAX_HASH_BYTES else None}
+                        for name, f in resolve_paths([p])]
+        return out
     from importlib import resources
 
     files = {"balf": "liao2020_balf.npz", "wu2020": "wu2020.npz", "pbmc68k": "pbmc68k.npz"}
@@ -214,7 +236,8 @@ class CardRecorder:
         self.wall0 = float(prev["training"]["wall_s"]) if prev else 0.0
         self.sources = ([{"name": n, "path": "in-memory AnnData", "sha256": None} for n in corpus.names]
                         if in_memory else data_sources(cfg))
-        self.fingerprints = cell_fingerprints(corpus) if hasattr(corpus, "counts") else None
+        self.fingerprints = (cell_fingerprints(corpus)
+                             if hasattr(corpus, "counts") or hasattr(corpus, "iter_csr") else None)
         self.t0, self.cells = time.perf_counter(), 0
 
     def files(self, state) -> dict[str, bytes]:

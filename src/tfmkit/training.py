@@ -44,11 +44,11 @@ def load_corpus(cfg: RunConfig, adatas=None, vocab=None):
     from tfmkit.data.corpus import Corpus
 
     if adatas is None and cfg.data.paths:
-        from tfmkit.data.sources import DEFAULT_MAX_IN_MEMORY_GB, open_corpus
+        from tfmkit.data.sources import open_corpus
 
         return open_corpus(cfg.data.paths, vocab=vocab, layer=cfg.data.layer, min_cells=cfg.data.min_cells,
                            allow_low_coverage=cfg.data.allow_low_coverage,
-                           max_in_memory_gb=getattr(cfg.data, "max_in_memory_gb", DEFAULT_MAX_IN_MEMORY_GB))
+                           max_in_memory_gb=cfg.data.max_in_memory_gb)
     if adatas is None:
         from tfmkit.datasets import load_corpus as load_bundled
 

@@ -14,9 +14,11 @@ module         commands
 ``demo``       ``tfmkit demo``
 ``doctor``     ``tfmkit doctor``
 ``ablate``     ``tfmkit ablate``
-``benchmark``  ``tfmkit benchmark celltype|genes|pretraining|perturbation``
-``finetune``   ``tfmkit finetune celltype|ssl``
+``benchmark``  ``tfmkit benchmark celltype|genes|pretraining|perturbation|perturbation-prediction``
+``finetune``   ``tfmkit finetune celltype|ssl|perturbation``
 ``predict``    ``tfmkit predict``
+``datasets``   ``tfmkit datasets simulate-perturbseq``
+``explain``    ``tfmkit explain``
 =============  ==========================================
 """
 
@@ -24,8 +26,9 @@ from __future__ import annotations
 
 import typer
 
-from tfmkit.cli import ablate, benchmark, demo, doctor, embed, train
+from tfmkit.cli import ablate, benchmark, demo, doctor, embed, prepare, train
 from tfmkit.cli import finetune, predict
+from tfmkit.cli import datasets, explain
 from tfmkit.cli.errors import TfmkitGroup
 
 __all__ = ["app", "benchmark_app", "main"]
@@ -48,11 +51,13 @@ app.command("embed")(embed.embed)
 app.command("demo")(demo.demo)
 app.command("doctor")(doctor.doctor)
 app.command("ablate")(ablate.ablate)
+app.command("prepare")(prepare.prepare)
 app.add_typer(benchmark_app, name="benchmark")
 benchmark_app.command("celltype")(benchmark.celltype)
 benchmark_app.command("genes")(benchmark.genes)
 benchmark_app.command("pretraining")(benchmark.pretraining)
 benchmark_app.command("perturbation")(benchmark.perturbation)
+benchmark_app.command("perturbation-prediction")(benchmark.perturbation_prediction)
 finetune_app = typer.Typer(
     cls=TfmkitGroup,
     help="Fine-tune a model directory on target cells (writes OUT/model, which records its parent and task).",
@@ -61,7 +66,12 @@ finetune_app = typer.Typer(
 app.add_typer(finetune_app, name="finetune")
 finetune_app.command("celltype")(finetune.celltype)
 finetune_app.command("ssl")(finetune.ssl)
+finetune_app.command("perturbation")(finetune.perturbation)
 app.command("predict")(predict.predict)
+datasets_app = typer.Typer(cls=TfmkitGroup, help="Bundled and SIMULATED datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+datasets_app.command("simulate-perturbseq")(datasets.simulate_perturbseq)
+app.command("explain")(explain.explain)
 
 
 def main() -> None:

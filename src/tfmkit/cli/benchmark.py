@@ -132,13 +132,22 @@ def celltype(
 def genes(
     model: str = typer.Option(..., "--model", "-m", help="Model directory (from `tfmkit pretrain` or `tfmkit demo`)."),
     out: str = typer.Option("tfmkit-benchmark-genes", "--out", "-o", help="Output folder for results.csv and results.md."),
-    input: str = typer.Option(None, "--input", "-i", help="Optional raw-count .h5ad: adds the PCA-loadings baseline."),
+    input: str = typer.Option(None, "--input", "-i", help="Optional raw-count .h5ad: adds the PCA-loadings baseline and the GRN co-expression baseline."),
     layer: str = typer.Option(None, "--layer", help="Layer with raw counts in --input (default X)."),
-    databases: str = typer.Option("corum,hallmark,canonical_pathways", "--databases", help="Comma-separated shipped databases: corum (non-commercial licence), hallmark, canonical_pathways, reactome."),
-    n_null_draws: int = typer.Option(3, "--n-null-draws", help="Independent random-pair null draws (mean ± std)."),
+    tasks: str = typer.Option("recall,grn,lda", "--tasks", help="Comma-separated: recall (gene-pair recall), grn (TF->target AUROC), lda (gene-annotation LDA probe)."),
+    databases: str = typer.Option("corum,hallmark,canonical_pathways", "--databases", help="Comma-separated shipped databases for recall: corum (non-commercial licence), hallmark, canonical_pathways, reactome."),
+    tf_targets: str = typer.Option("chea2022", "--tf-targets", help="TF->target table for grn: chea2022 (ChEA 2022 human, non-commercial licence)."),
+    annotation: str = typer.Option("go_cc", "--annotation", help="Gene annotation for lda: go_cc (11 GO cellular compartments)."),
+    n_null_draws: int = typer.Option(3, "--n-null-draws", help="Independent random-pair null draws for recall (mean ± std)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
 ) -> None:
-    """Gene-gene relationship recall of encoder tokens and decoder weights (TxFM §B.3)."""
+    """Gene-level biology of gene tables: pair recall (TxFM §B.3), GRN AUROC and LDA probe (GPL §2.3)."""
+    from tfmkit.evaluation.runners import GENE_TASKS
+
+    task_list = _split(tasks)
+    bad = [t for t in task_list if t not in GENE_TASKS]
+    if bad or not task_list:
+        raise TfmkitError(f"--tasks must list some of {', '.join(GENE_TASKS)}, got {tasks!r}")
     with results_dir(out, overwrite=overwrite):
         import tfmkit
         from tfmkit.data.io import read_anndata
@@ -146,10 +155,15 @@ def genes(
 
         m = tfmkit.load_model(model)
         adata = read_anndata(input, layer=layer) if input else None
-        df = benchmark_genes(m, adata=adata, databases=_split(databases), n_null_draws=n_null_draws)
-        _write_and_print(df, out, "Gene-gene relationship recall", overwrite,
-                         "Recall = fraction of known pairs beyond the 5th/95th percentile of a "
-                         "random-pair cosine null (chance 0.10).")
+        df = benchmark_genes(m, adata=adata, databases=_split(databases), n_null_draws=n_null_draws,
+                             tasks=task_list, tf_targets=tf_targets, annotation=annotation)
+        _write_and_print(df, out, "Gene-level biology", overwrite,
+                         "gene_recall: fraction of known pairs beyond the 5th/95th percentile of a "
+                         "random-pair cosine null (chance 0.10). grn: mean per-TF AUROC of known "
+                         "targets by cosine to the TF (grn_auroc: inverted for repressors; chance "
+                         "0.5; coexpression = Pearson across the --input cells). gene_annotation: "
+                         "5-fold LDA balanced accuracy (chance 1 / classes). random_label_shuffle "
+                         "= gene names permuted (control).")
 
 
 def pretraining(
@@ -157,17 +171,23 @@ def pretraining(
     input: str = typer.Option(..., "--input", "-i", help="Held-out raw-count .h5ad / 10x .h5."),
     out: str = typer.Option("tfmkit-benchmark-pretraining", "--out", "-o", help="Output folder for results.csv and results.md."),
     layer: str = typer.Option(None, "--layer", help="Layer with raw counts (default X)."),
-    mask_rates: str = typer.Option("0.5,0.9", "--mask-rates", help="Comma-separated masking rates (fraction of observable genes hidden)."),
-    n_seeds: int = typer.Option(1, "--n-seeds", help="Random maskings per rate (mean ± std)."),
+    mask_rates: str = typer.Option("0.5,0.9", "--mask-rates", help="Comma-separated masking rates: the fraction of each cell's expressed genes hidden (--reveal top) or of its observable genes (--reveal random)."),
+    reveal: str = typer.Option("top", "--reveal", help="top: each cell shows its most expressed genes, descending (GPL Suppl. D); random: the model's training reveal rule."),
+    max_context: int = typer.Option(1024, "--max-context", help="--reveal top: at most this many genes shown per cell (compute cap; GPL uses 2048)."),
+    n_seeds: int = typer.Option(1, "--n-seeds", help="Random maskings per rate (--reveal random; mean ± std)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Cells per forward pass."),
     library_key: str = typer.Option(None, "--library-key", help="obs column of full-transcriptome total counts, for inputs that keep only a gene subset."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
 ) -> None:
-    """Held-out Poisson loss, full-transcriptome Spearman and binary correctness (GPL §4.5)."""
+    """Held-out full-transcriptome Spearman and binary correctness vs the gene-mean baseline (GPL Suppl. D)."""
     try:
         rates = [float(r) for r in _split(mask_rates)]
     except ValueError:
         raise TfmkitError(f"--mask-rates must be numbers like 0.5,0.9, got {mask_rates!r}") from None
+    if reveal not in ("top", "random"):
+        raise TfmkitError(f"--reveal must be top or random, got {reveal!r}")
+    if reveal == "top" and n_seeds != 1:
+        raise TfmkitError("--reveal top is deterministic; drop --n-seeds or use --reveal random")
     with results_dir(out, overwrite=overwrite):
         import tfmkit
         from tfmkit.data.io import read_anndata
@@ -175,12 +195,16 @@ def pretraining(
 
         m = tfmkit.load_model(model)
         adata = read_anndata(input, layer=layer)
-        df = benchmark_pretraining(m, adata, mask_rates=rates, n_seeds=n_seeds,
-                                   batch_size=batch_size, library_key=library_key)
+        df = benchmark_pretraining(m, adata, mask_rates=rates, reveal=reveal, max_context=max_context,
+                                   n_seeds=n_seeds, batch_size=batch_size, library_key=library_key)
+        context = ("each cell's top-expressed genes (GPL Suppl. D)" if reveal == "top"
+                   else "the model's training reveal rule")
         _write_and_print(df, out, "Pretraining quality", overwrite,
-                         "Spearman/binary correctness use the pre-activation logits; *_masked = "
-                         "only genes hidden from the encoder; gene_mean = per-gene mean profile "
-                         "baseline.")
+                         f"Context: {context}. "
+                         "spearman / binary_correctness: all observable genes (full transcriptome, "
+                         "midranks); *_masked: only genes hidden from the model; poisson_loss is "
+                         "meaningful for log1p-space objectives only; gene_mean = per-gene mean "
+                         "profile of the other cells (baseline).")
 
 
 def perturbation(
@@ -279,3 +303,37 @@ def _run_perturbation(adata, keys, base, pk, bk, ck, cv, lay, n_seeds, postproce
                                      simulated=bool(adata.uns.get("simulated", False)))
     typer.echo(res["table"])
     typer.echo(f"wrote {res['csv']} ({len(df)} rows, long format) and {res['md']}")
+
+
+def perturbation_prediction(
+    model: str = typer.Option(..., "--model", "-m", help="Model directory fine-tuned with `tfmkit finetune perturbation` (OUT/model)."),
+    input: str = typer.Option(..., "--input", "-i", help="The Perturb-seq .h5ad the model was fine-tuned on (its held-out part is evaluated)."),
+    out: str = typer.Option("tfmkit-benchmark-perturbation-prediction", "--out", "-o", help="Output folder for results.csv, results.md and per_perturbation.csv."),
+    n_control: int = typer.Option(512, "--n-control", help="Control cells of the evaluation context fed to the model per perturbation (GPL: 1,024+)."),
+    n_hvg: int = typer.Option(2000, "--n-hvg", help="Highly variable genes of mae_hvg (at most half the genes)."),
+    layer: str = typer.Option(None, "--layer", help="Layer with raw counts (default X)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the control-cell inputs and their reveals."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results in --out."),
+) -> None:
+    """Perturbation prediction (GPL §4.6): model vs control_mean, train_mean, linear gene embedding."""
+    from pathlib import Path
+
+    extra = check_output_file(Path(out) / "per_perturbation.csv", overwrite=overwrite, suffix=".csv",
+                              option="--out") if Path(out).is_dir() else None
+    with results_dir(out, overwrite=overwrite):
+        from tfmkit.data.io import read_anndata
+        from tfmkit.evaluation.perturbation_prediction import (benchmark_perturbation_prediction,
+                                                               load_perturbation_model)
+
+        load_perturbation_model(model)  # a model of another task fails before reading the input
+        adata = read_anndata(input, layer=layer)
+        res, per = benchmark_perturbation_prediction(model, adata, n_control=n_control, n_hvg=n_hvg, seed=seed)
+        sim = " (SIMULATED data)" if adata.uns.get("simulated", False) else ""
+        r = res.iloc[0]
+        notes = (f"Input: `{input}`{sim}; split `{r['split']}`, held out `{r['holdout']}`; predictions are "
+                 f"the mean over up to {n_control} control cells of the evaluation context, each shown as "
+                 "[perturbation token, random subsequence] (GPL §4.6); log1p(1e4 counts / library) space; "
+                 "value = mean over perturbations (undefined values left out). Per perturbation: "
+                 "per_perturbation.csv.")
+        _write_and_print(res, out, "Perturbation prediction", overwrite, notes)
+        per.to_csv(extra or Path(out) / "per_perturbation.csv", index=False)

@@ -24,6 +24,7 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", help="Cells per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output if it exists."),
+    max_in_memory_gb: float = typer.Option(4.0, "--max-in-memory-gb", help="Inputs whose counts exceed this many GB in memory are streamed in row blocks (.h5ad only), with bounded memory."),
     allow_low_coverage: bool = typer.Option(False, "--allow-low-coverage", help="Embed even when few of the model's genes are found in the input (e.g. another species or gene namespace)."),
 ) -> None:
     """Embed cells with a trained model: writes obsm[KEY] and provenance in uns['tfmkit']."""
@@ -34,6 +35,18 @@ def embed(
 
     out = check_output_file(output, overwrite=overwrite)
     m = tfmkit.load_model(model, device=device)
+    if Path(input).suffix.lower() == ".h5ad":
+        from tfmkit.data.sources import estimated_bytes
+
+        if estimated_bytes([input], layer) > max_in_memory_gb * 2**30:
+            from tfmkit.streaming import embed_h5ad
+
+            res = embed_h5ad(input, m, out, key=key, layer=layer, n_revealed=n_revealed,
+                             n_views=n_views, pooling=pooling, batch_size=batch_size,
+                             allow_low_coverage=allow_low_coverage, overwrite=overwrite,
+                             progress=True)
+            typer.echo(f"wrote {out}: obsm[{key!r}] ({res['n_cells']}, {res['dim']}) (streamed)")
+            return
     adata = read_input(input, layer=layer)  # as is: --layer goes to tfmkit.embed, X/layers/var stay
     # the gene-mapping line ("mapped N of M input genes ...") is printed by the data layer
     tfmkit.embed(adata, m, key=key, layer=layer, n_revealed=n_revealed, n_views=n_views,

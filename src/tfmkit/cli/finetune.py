@@ -1,4 +1,4 @@
-"""``tfmkit finetune celltype|ssl``: fine-tune a model directory on target cells.
+"""``tfmkit finetune celltype|ssl|perturbation``: fine-tune a model directory on target cells.
 
 Each command writes a run folder ``OUT`` (``config.yaml``, ``train_log.csv``, ``model/``) whose
 ``OUT/model`` is a normal model directory (``tfmkit embed`` works on it) recording its parent
@@ -75,3 +75,39 @@ def ssl(
     path = finetune_ssl(model, adata, out, steps=steps, lr=lr, batch_size=batch_size, mode=mode,
                         layer=layer, library_key=library_key, seed=seed, progress=True)
     typer.echo(f"wrote {path} (embed with: tfmkit embed --model {path} --input A.h5ad --output B.h5ad)")
+
+
+def perturbation(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    input: str = typer.Option(..., "--input", "-i", help="Perturb-seq .h5ad with raw counts, a perturbation column (target gene symbol) and control cells."),
+    out: str = typer.Option(..., "--out", "-o", help=OUT_HELP),
+    layout: str = typer.Option("tfmkit", "--layout", help="obs conventions: tfmkit (perturbation/context), replogle2022 or nadig2024 (gene/cell_line); controls 'non-targeting'."),
+    split: str = typer.Option("perturbation", "--split", help="perturbation (held-out perturbations) or context (leave one context out)."),
+    holdout: str = typer.Option(None, "--holdout", help="Held-out genes (comma-separated; default a random 20%) or the held-out context (default: the first)."),
+    perturbation_key: str = typer.Option(None, "--perturbation-key", help="obs column of the perturbation (default from --layout)."),
+    control_value: str = typer.Option(None, "--control-value", help="Label of control cells (default 'non-targeting')."),
+    context_key: str = typer.Option(None, "--context-key", help="obs column of the cell context (default from --layout)."),
+    mode: str = typer.Option("full", "--mode", help=MODE_HELP),
+    steps: int = typer.Option(500, "--steps", help="Optimiser steps."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Cells per step."),
+    n_revealed: int = typer.Option(None, "--n-revealed", help="Genes of each cell shown after the perturbation token (default: the parent's K)."),
+    train_controls: bool = typer.Option(False, "--train-controls", help="Also train on the control cells of every context (no perturbation token); GPL trains on perturbed cells only."),
+    init: str = typer.Option("pretrained", "--init", help="pretrained (fine-tune) or random (same architecture from scratch, a control)."),
+    layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the head, data order, reveals and the default hold-out."),
+) -> None:
+    """Fine-tune perturbation prediction (GPL §4.6): perturbation token + cell subsequence -> profile."""
+    from tfmkit.data.io import read_anndata
+    from tfmkit.finetune.perturbation import finetune_perturbation
+    from tfmkit.finetune.run import check_out
+
+    check_out(out)
+    adata = read_anndata(input)
+    path = finetune_perturbation(model, adata, out, layout=layout, split=split, holdout=holdout,
+                                 perturbation_key=perturbation_key, control_value=control_value,
+                                 context_key=context_key, mode=mode, steps=steps, lr=lr,
+                                 batch_size=batch_size, n_revealed=n_revealed, train_controls=train_controls,
+                                 init=init, layer=layer, seed=seed, progress=True)
+    typer.echo(f"wrote {path} (evaluate with: tfmkit benchmark perturbation-prediction --model {path} "
+               f"--input {input} --out RES)")

@@ -94,3 +94,53 @@ def load_databases(names=("corum", "hallmark", "canonical_pathways"), *, min_siz
     return {n: {k: v for k, v in load_gene_sets(n).items()
                 if len(v) >= min_size and (max_size is None or len(v) <= max_size)}
             for n in names}
+
+
+# ---- gene-level biology tables (GRN AUROC, annotation LDA; GPL §2.3, Suppl. F-G) -------------
+#: TF -> target tables: name -> (file, licence). Built by ``scripts/build_gene_tables.py``.
+TF_TARGET_TABLES = {"chea2022": ("chea2022_human.tsv.gz",
+                                 "ChEA 2022 via Enrichr / pyenrichr: CC BY-NC-SA 4.0 (non-commercial use only)")}
+#: One-label-per-gene annotations: name -> (file, label column, licence).
+GENE_ANNOTATIONS = {"go_cc": ("go_cc_compartments.tsv.gz", "compartment",
+                              "GO annotations via org.Hs.eg.db 3.16.0 (Artistic-2.0; GO data CC BY 4.0)")}
+TF_ROLES_FILE = "tf_roles.tsv.gz"
+TF_ROLES = ("activator", "repressor", "dual")
+
+
+@lru_cache(maxsize=None)
+def _table(filename: str):
+    import pandas as pd
+
+    path = GENE_SET_DIR / filename
+    if not path.exists():
+        raise TfmkitError(f"gene table {path} does not exist; reinstall tfmkit or rebuild it with "
+                          "scripts/build_gene_tables.py")
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def load_tf_targets(name: str = "chea2022") -> dict[str, list[str]]:
+    """``{TF symbol: [target symbols]}`` of a shipped TF -> target table (``chea2022``: ChEA
+    2022 human ChIP-seq/ChIP-chip sets merged per TF, 174 TFs; **non-commercial**)."""
+    if name not in TF_TARGET_TABLES:
+        raise TfmkitError(f"unknown TF-target table {name!r}; use one of {', '.join(TF_TARGET_TABLES)}")
+    df = _table(TF_TARGET_TABLES[name][0])
+    return {r.tf: [g for g in r.targets.split("|") if g] for r in df.itertuples(index=False)}
+
+
+def load_tf_roles() -> dict[str, str]:
+    """``{TF symbol: activator | repressor | dual}`` from GO molecular function (shipped TFs
+    with an activator / repressor DNA-binding annotation only; see ``DATA_NOTES.md``)."""
+    df = _table(TF_ROLES_FILE)
+    return dict(zip(df["tf"], df["role"]))
+
+
+def load_gene_annotation(name: str = "go_cc"):
+    """A one-label-per-gene annotation as a ``pandas.Series`` (index gene symbol, value label);
+    ``go_cc``: genes annotated to exactly one of 11 major GO cellular-component terms."""
+    import pandas as pd
+
+    if name not in GENE_ANNOTATIONS:
+        raise TfmkitError(f"unknown gene annotation {name!r}; use one of {', '.join(GENE_ANNOTATIONS)}")
+    file, column, _ = GENE_ANNOTATIONS[name]
+    df = _table(file)
+    return pd.Series(df[column].to_numpy(), index=pd.Index(df["gene"], name="gene"), name=name)

@@ -62,12 +62,12 @@ register_benchmark(
     description="zero-shot kNN label transfer (k = 10, stratified 5-fold CV)",
     inputs="{name: (cells, dims) array} and one label per cell")
 register_benchmark(
-    "genes", runner="tfmkit.evaluation.runners:benchmark_genes", needs_model=True,
-    description="gene-gene relationship recall of gene representations (TxFM §B.3)",
-    inputs="a loaded model (its gene tables) or {name: genes x dims DataFrame}; AnnData for the PCA baseline")
+    "genes", runner="tfmkit.evaluation.gene_benchmark:benchmark_genes", needs_model=True,
+    description="gene-pair recall (TxFM §B.3), GRN AUROC and annotation LDA (GPL §2.3) of gene representations",
+    inputs="a loaded model (its gene tables) or {name: genes x dims DataFrame}; AnnData for the PCA / co-expression baselines")
 register_benchmark(
     "pretraining", runner="tfmkit.evaluation.runners:benchmark_pretraining", needs_model=True,
-    description="held-out reconstruction quality at given masking rates (GPL §4.5)",
+    description="held-out full-transcriptome Spearman / binary correctness, top-expressed context (GPL Suppl. D)",
     inputs="a loaded model and an AnnData of held-out raw counts")
 register_benchmark(
     "perturbation", runner="tfmkit.evaluation.perturbation.runner:benchmark_perturbation",

@@ -2,8 +2,8 @@
 
 Each :class:`Metric` carries its ``name`` (the ``metric`` column of the long results table),
 the task families it is reported under (``clustering``, ``batch_integration``, ``probe``,
-``knn``, ``gene_recall``, ``reconstruction``, ``perturbation``), whether a higher value is
-better, a one-line description and, where one exists, the pure array function that computes it
+``knn``, ``gene_recall``, ``grn``, ``gene_annotation``, ``reconstruction``, ``perturbation``),
+whether a higher value is better, a one-line description and, where one exists, the pure array function that computes it
 (``"module:function"``, imported only on :meth:`Metric.function`). Report tables
 (:mod:`tfmkit.evaluation.report`), the ablation tables and the demo read the metric direction
 from here (:func:`higher_is_better`) instead of keeping their own lists.
@@ -31,8 +31,11 @@ TASK_FAMILIES = {
     "probe": "held-out label prediction from an embedding (linear / MLP / kNN probes)",
     "knn": "zero-shot kNN label transfer, stratified k-fold cross-validation",
     "gene_recall": "recall of known gene-gene relationships by gene representations",
+    "grn": "zero-shot TF -> target recovery from gene representations (per-TF AUROC)",
+    "gene_annotation": "linear (LDA) probe of a gene annotation from gene representations",
     "reconstruction": "held-out expression reconstruction of a pretrained model",
     "perturbation": "perturbation-representation benchmark tasks (TxFM Table 2)",
+    "perturbation_prediction": "pseudobulk prediction of perturbed expression profiles (GPL §4.6)",
 }
 
 
@@ -155,6 +158,12 @@ for _name, _task, _also, _hib, _path, _desc in [
      "recall of Reactome gene pairs in the 5% cosine tails beyond a random-pair null"),
     ("combined", "gene_recall", (), True, "tfmkit.evaluation.gene_recall:gene_relationship_recall",
      "gene-pair recall over the union of all requested databases"),
+    ("grn_auroc", "grn", (), True, "tfmkit.evaluation.grn:grn_auroc",
+     "mean per-TF AUROC of known targets by cosine to the TF, inverted for repressors (GPL §2.3)"),
+    ("grn_auroc_cosine", "grn", (), True, "tfmkit.evaluation.grn:grn_auroc",
+     "mean per-TF AUROC of known targets by cosine to the TF, no inversion for repressors"),
+    ("lda_balanced_accuracy", "gene_annotation", (), True, "tfmkit.evaluation.gene_lda:lda_probe",
+     "5-fold LDA balanced accuracy of a one-label gene annotation (GPL Suppl. G; chance 1/classes)"),
     ("poisson_loss", "reconstruction", (), False, f"{_PQ}:poisson_loss_per_cell",
      "Poisson negative log-likelihood of the observable genes (TxFM eq. 2)"),
     ("spearman", "reconstruction", ("perturbation",), True, f"{_PQ}:spearman_per_cell",
@@ -177,3 +186,18 @@ for _name, _task, _also, _hib, _path, _desc in [
      "mean of a perturbation task's metrics; 'avg' averages the best task scores (TxFM §B.1)"),
 ]:
     add_metric(_name, task=_task, also=_also, higher_is_better=_hib, description=_desc, path=_path)
+
+_PP = "tfmkit.evaluation.perturbation_prediction"
+for _name, _hib, _path, _desc in [
+    ("mae", False, f"{_PP}:pseudobulk_mae",
+     "mean absolute error of predicted vs observed pseudobulk log1p profiles, all genes (GPL §4.6)"),
+    ("mae_hvg", False, f"{_PP}:pseudobulk_mae",
+     "mean absolute error of predicted vs observed pseudobulk over highly variable genes"),
+    ("pearson_delta", True, f"{_PP}:pearson_delta",
+     "Pearson correlation of predicted and observed change from the context's control mean"),
+    ("centroid_accuracy", True, f"{_PP}:centroid_accuracy",
+     "share of perturbations whose prediction is nearest to their own observed pseudobulk"),
+    ("de_overlap", True, f"{_PP}:de_overlap",
+     "Overlap@N of the N true DE genes with the N largest predicted changes"),
+]:
+    add_metric(_name, task="perturbation_prediction", higher_is_better=_hib, description=_desc, path=_path)

@@ -124,25 +124,159 @@ def load_perturbation_model(model):
 
 
 @torch.no_grad()
-def predict_pseudobulk(bm, task, controls, perturbations, *, batch_size: int = 128,
+def predict_pseudobulk(bm, task, store, cells, perturbations, *, batch_size: int = 128,
                        seed: int = 0) -> np.ndarray:
-    """``(P, G)`` predicted pseudobulk (vocabulary genes) of each perturbation, from the control
-    cells of one context (a count store, see the module doc)."""
+    """``(P, G)`` predicted pseudobulk (vocabulary genes) of each perturbation: the mean of the
+    predictions from the control cells ``cells`` of ``store`` (see the module doc)."""
+    from tfmkit.data import keys as K
+
     gene_idx = bm.vocab.gene_index(list(perturbations))
     if (gene_idx < 0).any():
         bad = [p for p, g in zip(perturbations, gene_idx) if g < 0][:5]
         raise TfmkitError(f"perturbation target(s) {bad} are not in the model's vocabulary")
-    from tfmkit.data import keys as K
-
     bm.module.eval()
+    cells = np.asarray(cells, np.int64)
     out = np.zeros((len(gene_idx), bm.vocab.n_genes), np.float64)  # (P, G)
-    n = controls.n_cells
     for i, g in enumerate(gene_idx):
-        collate = task.collator(controls, targets=int(g))
-        for start in range(0, n, batch_size):
-            idx = np.arange(start, min(start + batch_size, n))
+        collate = task.collator(store, targets=int(g))
+        for start in range(0, len(cells), batch_size):
+            idx = cells[start:start + batch_size]
             gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + start)
-            batch = {k: v.to(bm.device) for k, v in collate(controls, idx, gen).items()}
+            batch = {k: v.to(bm.device) for k, v in collate(store, idx, gen).items()}
             pred = task.predict(bm.module.encode_cells(batch), batch[K.OBSERVABLE])  # (B, G)
-            out[i] += pred.double().sum(0).cpu().numpy() / n
+            out[i] += pred.double().sum(0).cpu().numpy() / len(cells)
     return out
+
+
+# ----------------------------------------------------------------------------- runner
+def lognorm(store, cells, genes, target_sum: float = 1e4) -> np.ndarray:
+    """``(n, g)`` float32 ``log1p(target_sum * counts / library)`` of ``cells`` on ``genes``."""
+    cells = np.asarray(cells, np.int64)
+    out = np.zeros((len(cells), len(genes)), np.float32)
+    for s in range(0, len(cells), 2048):
+        idx = cells[s:s + 2048]
+        lib = store.library_sizes[idx][:, None]
+        c = store.dense_counts(idx)[:, genes]
+        out[s:s + 2048] = np.log1p(target_sum * c / np.maximum(lib, 1e-12) * (lib > 0))
+    return out
+
+
+def group_means(store, codes: np.ndarray, n_groups: int, genes) -> np.ndarray:
+    """``(n_groups, g)`` mean lognorm profile of the cells of each code ``0..n_groups-1``."""
+    sums = np.zeros((n_groups, len(genes)), np.float64)
+    cells = np.flatnonzero(codes >= 0)
+    for s in range(0, len(cells), 2048):
+        idx = cells[s:s + 2048]
+        np.add.at(sums, codes[idx], lognorm(store, idx, genes))
+    return sums / np.maximum(np.bincount(codes[cells], minlength=n_groups), 1)[:, None]
+
+
+def _hvg(X: np.ndarray, n_hvg: int) -> np.ndarray:
+    import anndata as ad
+    import scanpy as sc
+
+    n = max(1, min(int(n_hvg), X.shape[1] // 2))
+    a = ad.AnnData(X.astype(np.float32))
+    sc.pp.highly_variable_genes(a, flavor="seurat", n_top_genes=n)
+    return a.var["highly_variable"].to_numpy()
+
+
+def _linear_baseline(bm, pair_delta, pair_genes, query_genes) -> np.ndarray | None:
+    """Ridge of training ``pseudobulk - ctrl`` on the target's gene embedding (Ahlmann-Eltze
+    et al. 2025); ``None`` with fewer than 3 training pairs."""
+    from sklearn.linear_model import RidgeCV
+
+    import tfmkit
+
+    if len(pair_delta) < 3:
+        return None
+    bm_tables = bm.module.gene_tables()
+    kind = "encoder" if "encoder" in bm_tables else sorted(bm_tables)[0]
+    E = tfmkit.gene_embeddings(bm, kind=kind).to_numpy()  # (G_vocab, d)
+    fit = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(E[pair_genes], pair_delta)
+    return fit.predict(E[query_genes])
+
+
+def benchmark_perturbation_prediction(model, adata, *, n_control: int = 512, n_hvg: int = 2000,
+                                      seed: int = 0, layer: str | None = None,
+                                      library_key: str | None = None,
+                                      allow_low_coverage: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate a ``perturbation`` fine-tune on the part of ``adata`` it held out (the split
+    recorded in its ``train.task_kwargs``) beside the baselines of the module doc.
+
+    Returns ``(results, per_perturbation)``: the long table (``embedding, task, metric, value``
+    = mean over evaluated perturbations, plus ``n_perturbations, split, holdout``) and one row
+    per ``context, perturbation, embedding, metric``.
+    """
+    from tfmkit.finetune.perturbation import contexts_of, resolve_columns
+    from tfmkit.finetune.run import target_corpus
+
+    bm, task = load_perturbation_model(model)
+    kw = dict(bm.run_config.train.task_kwargs)
+    cols = resolve_columns(adata, kw.get("layout", "tfmkit"), kw["perturbation_key"], kw["control_value"],
+                           kw.get("context_key"))
+    if kw.get("context_key") and cols["context_key"] is None:
+        raise TfmkitError(f"the model was fine-tuned with contexts in obs[{kw['context_key']!r}], which the input lacks")
+    labels = adata.obs[cols["perturbation_key"]].astype(str).to_numpy()
+    ctx = contexts_of(adata, cols)
+    control = labels == cols["control_value"]
+    store = target_corpus(adata, bm, layer=layer, library_key=library_key, allow_low_coverage=allow_low_coverage)
+    genes = store.observable[0]  # vocabulary genes the input measured
+    train = np.isin(labels, list(kw["target_index"])) & ~control
+    if kw["split"] == "context":
+        train &= ctx != kw["holdout"]
+    held = set(kw["heldout_perturbations"])
+    rng = np.random.default_rng(seed)
+
+    # training pseudobulks: train_mean and (context, perturbation) pairs for the linear baseline
+    train_mean = group_means(store, np.where(train, 0, -1), 1, genes)[0]
+    ctx_names = sorted(set(ctx))
+    ctrl_means = group_means(store, np.where(control, np.searchsorted(ctx_names, ctx), -1), len(ctx_names), genes)
+    has_ctrl = np.bincount(np.searchsorted(ctx_names, ctx[control]), minlength=len(ctx_names)) > 0
+    pair_keys = sorted({(c, p) for c, p in zip(ctx[train], labels[train]) if has_ctrl[ctx_names.index(c)]})
+    pair_code = {k: i for i, k in enumerate(pair_keys)}
+    codes = np.array([pair_code.get((c, p), -1) if t else -1 for c, p, t in zip(ctx, labels, train)])
+    pair_means = group_means(store, codes, len(pair_keys), genes)
+    pair_delta = pair_means - ctrl_means[[ctx_names.index(c) for c, _ in pair_keys]]
+    pair_genes = bm.vocab.gene_index([p for _, p in pair_keys])
+
+    rows = []
+    for c in kw["eval_contexts"]:
+        perts = sorted(p for p in held if ((labels == p) & (ctx == c)).any())
+        ctrl_cells = np.flatnonzero(control & (ctx == c))
+        if not perts or not len(ctrl_cells):
+            continue
+        ctrl = ctrl_means[ctx_names.index(c)]
+        obs_cells = {p: lognorm(store, np.flatnonzero((labels == p) & (ctx == c)), genes) for p in perts}
+        ctrl_X = lognorm(store, ctrl_cells, genes)
+        obs = np.stack([obs_cells[p].mean(0) for p in perts])  # (P, g)
+        hvg = _hvg(np.concatenate([ctrl_X, *obs_cells.values()]), n_hvg)
+        true_de = [de_genes(obs_cells[p], ctrl_X) for p in perts]
+        inputs = rng.choice(ctrl_cells, size=min(n_control, len(ctrl_cells)), replace=False)
+        preds = {MODEL_NAME: predict_pseudobulk(bm, task, store, inputs, perts, seed=seed)[:, genes],
+                 "control_mean": np.tile(ctrl, (len(perts), 1)),
+                 "train_mean": np.tile(train_mean, (len(perts), 1))}
+        lin = _linear_baseline(bm, pair_delta, pair_genes, bm.vocab.gene_index(perts))
+        if lin is not None:
+            preds["linear_gene_embedding"] = ctrl + lin
+        for name, pred in preds.items():
+            values = {"mae": pseudobulk_mae(pred, obs), "mae_hvg": pseudobulk_mae(pred, obs, hvg),
+                      "pearson_delta": pearson_delta(pred, obs, ctrl),
+                      "centroid_accuracy": centroid_accuracy(pred, obs),
+                      "de_overlap": de_overlap(pred, ctrl, true_de)}
+            for metric, v in values.items():
+                rows += [{"context": c, "perturbation": p, "embedding": name, "metric": metric,
+                          "value": float(x), "n_cells": len(obs_cells[p]), "n_control_inputs": len(inputs)}
+                         for p, x in zip(perts, v)]
+    if not rows:
+        raise TfmkitError("nothing to evaluate: the input has no held-out perturbation with cells and "
+                          f"controls in the evaluation context(s) {kw['eval_contexts']}; pass the file the "
+                          "model was fine-tuned on")
+    per = pd.DataFrame(rows)
+    res = (per.groupby(["embedding", "metric"], sort=False)["value"]
+           .agg(value="mean", n_perturbations="count").reset_index())
+    res.insert(1, "task", TASK)
+    res["std"], res["n_seeds"] = np.nan, 1
+    res["split"] = kw["split"]
+    res["holdout"] = kw["holdout"] if isinstance(kw["holdout"], str) else ",".join(kw["holdout"])
+    return res, per

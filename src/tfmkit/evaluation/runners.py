@@ -2,10 +2,13 @@
 
 - :func:`benchmark_celltype` — clustering, batch-integration and probe metrics of
   ``adata.obsm`` embeddings beside baselines computed on the same cells (TxFM Table 4).
-- :func:`benchmark_genes` — gene-gene relationship recall of a model's encoder tokens and
-  decoder weights, with PCA loadings and a gene-label shuffle as baselines (TxFM §B.3).
-- :func:`benchmark_pretraining` — held-out Poisson loss, full-transcriptome Spearman and binary
-  correctness at given masking rates (GPL §4.5), beside a per-gene mean-profile baseline.
+- :func:`benchmark_genes` — gene-level biology of a model's gene tables: gene-gene relationship
+  recall (TxFM §B.3), GRN AUROC against a TF -> target table with a co-expression baseline and
+  an LDA probe of a gene annotation (GPL §2.3, Suppl. F-G), beside PCA loadings and a gene-label
+  shuffle.
+- :func:`benchmark_pretraining` — held-out full-transcriptome Spearman and binary correctness
+  at given masking rates with each cell's top-expressed genes as context (GPL Suppl. D), beside
+  a per-gene mean-profile baseline.
 
 None of them writes to ``adata``. Write the table with :func:`tfmkit.evaluation.report.write_results`.
 """
@@ -16,19 +19,24 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from tfmkit.errors import TfmkitError
 from tfmkit.progress import progress_bar as _progress
 from tfmkit.evaluation import baselines as B
 from tfmkit.evaluation import metrics_celltype as MC
 from tfmkit.evaluation.inputs import counts_matrix, obs_column, require_cells, require_labels
-from tfmkit.evaluation.report import LONG_COLUMNS, aggregate_seeds
+from tfmkit.evaluation.report import aggregate_seeds
+from tfmkit.evaluation.gene_benchmark import (GENE_TASKS, benchmark_genes, gene_representations,
+                                              pca_loadings)
+
+__all__ = ["DEFAULT_MASK_RATES", "DEFAULT_MAX_CONTEXT", "GENE_TASKS", "benchmark_celltype",
+           "benchmark_genes", "benchmark_pretraining", "gene_representations", "pca_loadings"]
 
 DEFAULT_CELLTYPE_BASELINES = ("raw", "lognorm", "hvg5000", "hvg2000", "hvg1024", "pca50",
                               "pca128", B.RANDOM_LABEL_SHUFFLE)
 PROBES = ("linear", "l1_linear", "mlp", "knn")
 DEFAULT_MASK_RATES = (0.5, 0.9)
+DEFAULT_MAX_CONTEXT = 1024  # genes shown per cell at most in the top-expressed reconstruction
 MIN_CELLTYPE_CELLS = 20  # neighbour graphs, 5-fold-free probes and the 80/20 kNN split need this
 _COUNTS_FIX = "point --layer at raw counts or pass --no-baselines"
 
@@ -142,116 +150,8 @@ def _probe_rows(name, X, y, bat, probes, seed) -> list[dict]:
     return rows
 
 
-def gene_representations(model, *, adata=None, layer: str | None = None, pca_components: int = 128,
-                         shuffle: bool = True, seed: int = 0) -> dict[str, tuple[pd.DataFrame, int | None]]:
-    """``{name: (genes × dims DataFrame, PCA components for recall)}`` for a model: ``encoder``
-    (32 comps) and ``decoder`` (256) from :func:`tfmkit.inference.gene_embeddings`;
-    ``pca<N>``: gene loadings of an ``N``-component PCA of lognorm ``adata`` over the model's
-    genes (if ``adata`` is given); ``random_label_shuffle``: encoder vectors with gene names
-    permuted (chance control)."""
-    from tfmkit import inference
-
-    from tfmkit.evaluation.gene_recall import PCA_COMPONENTS
-
-    reps = {}
-    for kind in ("encoder", "decoder"):
-        reps[kind] = (inference.gene_embeddings(model, kind=kind), PCA_COMPONENTS[kind])
-    if adata is not None:
-        loadings = pca_loadings(adata, reps["encoder"][0].index, n_components=pca_components,
-                                layer=layer, seed=seed)
-        reps[f"pca{loadings.shape[1]}"] = (loadings, None)
-    if shuffle:
-        enc = reps["encoder"][0]
-        perm = np.random.default_rng(seed).permutation(len(enc))
-        reps[B.RANDOM_LABEL_SHUFFLE] = (pd.DataFrame(enc.to_numpy()[perm], index=enc.index),
-                                        PCA_COMPONENTS["encoder"])
-    return reps
-
-
-def _harmonised_columns(var: pd.DataFrame, names: pd.Index) -> dict[str, int]:
-    """``{HGNC symbol: column}`` of a gene table, harmonised as everywhere in tfmkit
-    (:func:`tfmkit.data.hgnc.harmonize_genes`: symbols, Ensembl ids in ``var_names`` or
-    ``var['gene_ids']``, previous symbols, aliases; the first of duplicates kept)."""
-    import anndata as ad
-
-    from tfmkit.data.hgnc import harmonize_genes
-
-    if "hgnc_status" in var:  # already harmonised (e.g. the bundled data)
-        return {g: i for i, g in reversed(list(enumerate(names)))}
-    tmp = ad.AnnData(X=sp.csr_matrix((0, len(names)), dtype=np.float32),
-                     var=pd.DataFrame({"column": np.arange(len(names))}, index=names))
-    if "gene_ids" in var:
-        tmp.var["gene_ids"] = var["gene_ids"].astype(str).to_numpy()
-    harmonize_genes(tmp)
-    return dict(zip(tmp.var_names.astype(str), tmp.var["column"].to_numpy()))
-
-
-def pca_loadings(adata, genes, *, n_components: int = 128, layer: str | None = None,
-                 seed: int = 0) -> pd.DataFrame:
-    """Gene loadings ``(genes, k)`` of a PCA of the lognorm counts of ``adata`` restricted to
-    the ``genes`` it holds (the PCA baseline's gene representation). The data's genes are
-    HGNC-harmonised first, so Ensembl-id ``var_names`` match the model's symbols."""
-    from sklearn.decomposition import PCA
-
-    from tfmkit.data.normalize import lognorm
-
-    counts, names = counts_matrix(adata, layer, why="the PCA baseline needs them")
-    var = adata.raw.var if (layer == "raw" and layer not in adata.layers) else adata.var
-    column = _harmonised_columns(var, names)
-    keep = [g for g in genes if g in column]
-    if len(keep) < 3:
-        raise TfmkitError(f"only {len(keep)} of the model's {len(genes)} genes are in the data "
-                          f"after HGNC harmonisation (data genes e.g. {', '.join(names[:3])}); use "
-                          "HGNC symbols or Ensembl ids in var_names / var['gene_ids']")
-    X = counts[:, [column[g] for g in keep]]
-    L = lognorm(X)
-    L = L.toarray() if sp.issparse(L) else np.asarray(L)
-    k = int(min(n_components, L.shape[0] - 1, L.shape[1] - 1))
-    pca = PCA(k, random_state=seed).fit(L)
-    return pd.DataFrame(pca.components_.T, index=pd.Index(keep, name="gene"),
-                        columns=[f"pc{i}" for i in range(k)])
-
-
-def benchmark_genes(model=None, *, representations: dict | None = None, adata=None,
-                    layer: str | None = None, databases=("corum", "hallmark", "canonical_pathways"),
-                    n_null_draws: int = 3, n_null_pairs: int = 100_000, seed: int = 0,
-                    ) -> pd.DataFrame:
-    """Gene-gene relationship recall (TxFM §B.3) of a model's gene representations.
-
-    ``model``: a model or model directory (used through :mod:`tfmkit.inference`); or pass
-    ``representations`` ``{name: DataFrame or (DataFrame, n_pca_components)}`` directly.
-    ``adata`` adds the PCA-loadings baseline. ``databases``: names for
-    :func:`tfmkit.datasets.genesets.load_gene_sets` or a ``{db: {set: genes}}`` dict (its
-    names are registered as ``gene_recall`` metrics).
-    Rows: ``embedding`` = representation, ``task = "gene_recall"``, ``metric`` = database or
-    ``combined``; ``std`` over the null draws; extra column ``n_pairs``.
-    """
-    from tfmkit.evaluation import gene_recall as GR
-    from tfmkit.datasets.genesets import load_databases
-    from tfmkit.evaluation.metric_registry import ensure_metric
-
-    if representations is None:
-        if model is None:
-            raise TfmkitError("benchmark_genes needs a model (or representations)")
-        representations = gene_representations(model, adata=adata, layer=layer, seed=seed)
-    dbs = databases if isinstance(databases, dict) else load_databases(tuple(databases))
-    for db in dbs:
-        ensure_metric(str(db), task="gene_recall", higher_is_better=True,
-                      description=f"recall of gene pairs of the user database {db!r} beyond the null")
-    rows = []
-    for name, rep in representations.items():
-        df, k = rep if isinstance(rep, tuple) else (rep, None)
-        res = GR.gene_relationship_recall(df, dbs, n_components=k, n_null_draws=n_null_draws,
-                                          n_null_pairs=n_null_pairs, seed=seed)
-        for r in res.itertuples(index=False):
-            rows.append({"embedding": name, "task": "gene_recall", "metric": r.database,
-                         "value": r.value, "std": r.std, "n_seeds": r.n_seeds,
-                         "n_pairs": r.n_pairs})
-    return pd.DataFrame(rows, columns=LONG_COLUMNS + ["n_pairs"])
-
-
 def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT_MASK_RATES,
-                          reveal: str = "top", max_context: int | None = None,
+                          reveal: str = "top", max_context: int | None = DEFAULT_MAX_CONTEXT,
                           n_seeds: int = 1, layer: str | None = None, batch_size: int = 64,
                           name: str = "model", mean_baseline: bool = True,
                           library_key: str | None = None, allow_low_coverage: bool = False,
@@ -262,7 +162,8 @@ def benchmark_pretraining(model, adata, *, mask_rates: Sequence[float] = DEFAULT
 
     ``reveal="top"`` (default, GPL Suppl. D.1): at rate ``r`` every cell shows the model its
     ``round((1 − r) · n_e)`` most expressed genes (``n_e`` = its expressed genes; at least 1, at
-    most ``max_context``, default the model's training ``K`` / ``N``) in descending order and the
+    most ``max_context``, a compute cap: GPL uses ``N = 2048``; ``None`` = the model's training
+    ``K`` / ``N``) in descending order and the
     model predicts the whole profile (for the autoregressive family: the logits at the masking
     boundary). Deterministic, so ``n_seeds`` must be 1. ``reveal="random"``: every cell reveals
     ``n = max(1, round((1 − r) · G_obs))`` genes drawn by the model's training rule, ``G_obs`` =

@@ -70,9 +70,12 @@ def contexts_of(adata, cols: dict) -> np.ndarray:
 
 
 def plan_split(adata, cols: dict, vocab, split: str = "perturbation", holdout=None, *,
-               holdout_fraction: float = 0.2, seed: int = 0) -> dict:
+               holdout_fraction: float = 0.2, train_controls: bool = False, seed: int = 0) -> dict:
     """Which perturbed cells train and what is evaluated; see the module doc.
 
+    With ``train_controls`` the control cells of every context (the evaluation context's
+    included: they are the inputs of its predictions anyway) are training examples too, with no
+    perturbation token; no perturbed cell of a held-out perturbation or context ever is.
     Returns ``split``, ``holdout`` (list of genes, or a context), ``train_cells`` (bool mask),
     ``eval_contexts``, ``heldout_perturbations``, ``dropped_targets`` and ``n_dropped_cells``.
     """
@@ -126,6 +129,8 @@ def plan_split(adata, cols: dict, vocab, split: str = "perturbation", holdout=No
         eval_contexts = [value]
     if train.sum() < 2:
         raise TfmkitError("fewer than 2 perturbed training cells remain after the split")
+    if train_controls:  # unperturbed cells of every context, the held-out one included
+        train = train | control
     return {"split": split, "holdout": value, "train_cells": train, "eval_contexts": eval_contexts,
             "heldout_perturbations": held, "dropped_targets": dropped, "n_dropped_cells": n_drop}
 
@@ -137,6 +142,7 @@ def finetune_perturbation(model, adata, out, *, layout: str = "tfmkit", split: s
                           lr: float = 3e-4, batch_size: int = 32, weight_decay: float = 0.01,
                           val_fraction: float = 0.1, val_every: int = 50, patience: int = 0,
                           n_revealed: int | None = None, scale_weight: float = 1.0,
+                          train_controls: bool = False,
                           holdout_fraction: float = 0.2, init: str = "pretrained", seed: int = 0,
                           layer: str | None = None, library_key: str | None = None,
                           allow_low_coverage: bool = False, progress: bool = False) -> Path:
@@ -145,19 +151,21 @@ def finetune_perturbation(model, adata, out, *, layout: str = "tfmkit", split: s
     :func:`tfmkit.evaluation.perturbation_prediction.benchmark_perturbation_prediction`.
 
     ``n_revealed``: genes of each cell after the perturbation token (default: the parent's
-    ``K``). ``mode`` as in :func:`tfmkit.finetune.finetune_celltype` (GPL unfreezes everything:
+    ``K``). ``train_controls``: also train on the control cells of every context (see
+    :func:`plan_split`; GPL trains on perturbed cells only). ``mode`` as in :func:`tfmkit.finetune.finetune_celltype` (GPL unfreezes everything:
     ``full``). ``init="random"``: the same architecture from random weights (control).
     """
     check_out(out)
     parent = load_parent(model)
     cols = resolve_columns(adata, layout, perturbation_key, control_value, context_key)
-    plan = plan_split(adata, cols, parent.vocab, split, holdout, holdout_fraction=holdout_fraction, seed=seed)
+    plan = plan_split(adata, cols, parent.vocab, split, holdout, holdout_fraction=holdout_fraction,
+                      train_controls=train_controls, seed=seed)
     if plan["dropped_targets"]:
         d = plan["dropped_targets"]
         report(f"dropped {plan['n_dropped_cells']} cells of {len(d)} perturbation(s) whose target is not in the "
                f"model's vocabulary ({', '.join(d[:5])}{', ...' if len(d) > 5 else ''})")
     train_ad = adata[plan["train_cells"]]
-    labels = sorted(set(train_ad.obs[cols["perturbation_key"]].astype(str)))
+    labels = sorted(set(train_ad.obs[cols["perturbation_key"]].astype(str)) - {cols["control_value"]})
     index = dict(zip(labels, parent.vocab.gene_index(labels).tolist()))
     t = parent.run_config.train
     k = int(n_revealed or parent.run_config.data.n_revealed)
@@ -167,7 +175,7 @@ def finetune_perturbation(model, adata, out, *, layout: str = "tfmkit", split: s
                   context_key=cols["context_key"], layout=layout, split=plan["split"],
                   holdout=plan["holdout"], heldout_perturbations=plan["heldout_perturbations"],
                   eval_contexts=plan["eval_contexts"], dropped_targets=plan["dropped_targets"],
-                  n_dropped_cells=plan["n_dropped_cells"])
+                  n_dropped_cells=plan["n_dropped_cells"], train_controls=bool(train_controls))
     cfg = finetune_config(parent, "perturbation", kwargs, init=init, val_fraction=val_fraction, steps=steps,
                           lr=lr, batch_size=batch_size, weight_decay=weight_decay, val_every=val_every,
                           patience=patience, freeze=mode, unfreeze_blocks=unfreeze_blocks, seed=seed,

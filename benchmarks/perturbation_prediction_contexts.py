@@ -1,0 +1,88 @@
+"""Leave-one-context-out perturbation prediction on the SIMULATED 3-context screen (issue 9 item 3
+acceptance): the fine-tuned model vs control_mean, train_mean and the linear gene-embedding
+baseline. Not part of the test suite (minutes on CPU).
+
+    python benchmarks/perturbation_prediction_contexts.py --out /tmp/ppc [--seed 0] [--folds all]
+
+Steps: ``simulate_perturbseq(contexts=3)`` (SIMULATED CRISPRi on the bundled BALF macrophages,
+T cells and epithelial cells) -> pretrain a tiny TxFM parent on the bundled BALF data -> for each
+held-out context: ``finetune_perturbation(split="context")`` -> ``benchmark_perturbation_prediction``.
+Prints every results row and writes ``OUT/results_<context>.csv`` and ``OUT/all_results.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--contexts", type=int, default=3)
+    ap.add_argument("--perturbations", type=int, default=24)
+    ap.add_argument("--cells", type=int, default=40, help="cells per perturbation and context")
+    ap.add_argument("--pretrain-steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=600, help="fine-tuning steps")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--n-revealed", type=int, default=256)
+    ap.add_argument("--n-control", type=int, default=256)
+    ap.add_argument("--train-controls", action="store_true")
+    ap.add_argument("--folds", default="all", help="comma-separated held-out contexts, or all")
+    args = ap.parse_args()
+
+    from tfmkit.config import load_config
+    from tfmkit.datasets.simulate import simulate_perturbseq
+    from tfmkit.evaluation.perturbation_prediction import benchmark_perturbation_prediction
+    from tfmkit.finetune.perturbation import finetune_perturbation
+    from tfmkit.training import pretrain
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    sim_path = out / "simulated_3ctx.h5ad"
+    if sim_path.exists():
+        import anndata as ad
+
+        sim = ad.read_h5ad(sim_path)
+    else:
+        sim = simulate_perturbseq(contexts=args.contexts, n_perturbations=args.perturbations,
+                                  cells_per_perturbation=args.cells, n_batches=2, min_gene_frac=0.05,
+                                  seed=args.seed)
+        sim.write_h5ad(sim_path)
+    print(f"SIMULATED screen: {sim.n_obs} cells x {sim.n_vars} genes, contexts "
+          f"{sorted(sim.obs['context'].unique())} ({time.time() - t0:.0f}s)", flush=True)
+    parent = out / "parent" / "model"
+    if not parent.exists():
+        cfg = load_config("txfm_tiny", [f"train.steps={args.pretrain_steps}", f"train.seed={args.seed}",
+                                        f"train.checkpoint_every={args.pretrain_steps}"])
+        parent = pretrain(cfg, out / "parent", progress=False)
+    print(f"parent {parent} ({time.time() - t0:.0f}s)", flush=True)
+    folds = sorted(sim.obs["context"].unique()) if args.folds == "all" else args.folds.split(",")
+    tag = "ctl" if args.train_controls else "pert"
+    frames = []
+    for ctx in folds:
+        ft = out / f"ft_{tag}_{ctx.replace(' ', '_')}_s{args.seed}"
+        if not (ft / "model").exists():
+            finetune_perturbation(parent, sim, ft, split="context", holdout=ctx, steps=args.steps, lr=args.lr,
+                                  batch_size=32, n_revealed=args.n_revealed, val_every=100,
+                                  train_controls=args.train_controls, seed=args.seed)
+        res, per = benchmark_perturbation_prediction(ft / "model", sim, n_control=args.n_control, seed=args.seed)
+        res["fold"] = ctx
+        res["seed"] = args.seed
+        res.to_csv(out / f"results_{tag}_{ctx.replace(' ', '_')}.csv", index=False)
+        per.to_csv(out / f"per_perturbation_{tag}_{ctx.replace(' ', '_')}.csv", index=False)
+        print(f"--- held-out context {ctx!r} ({time.time() - t0:.0f}s)")
+        print(res.pivot(index="embedding", columns="metric", values="value").round(4).to_string(), flush=True)
+        frames.append(res)
+    allres = pd.concat(frames)
+    allres.to_csv(out / f"all_results_{tag}.csv", index=False)
+    print(allres[["fold", "embedding", "metric", "value", "n_perturbations"]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
