@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--n-revealed", type=int, default=256)
     ap.add_argument("--n-control", type=int, default=256)
     ap.add_argument("--train-controls", action="store_true")
+    ap.add_argument("--gene-norm", action="store_true",
+                    help="parent with model.gene_norm=true (gene identity visible in expressed tokens, issue 12)")
     ap.add_argument("--folds", default="all", help="comma-separated held-out contexts, or all")
     args = ap.parse_args()
 
@@ -56,14 +58,16 @@ def main() -> None:
         sim.write_h5ad(sim_path)
     print(f"SIMULATED screen: {sim.n_obs} cells x {sim.n_vars} genes, contexts "
           f"{sorted(sim.obs['context'].unique())} ({time.time() - t0:.0f}s)", flush=True)
-    parent = out / "parent" / "model"
+    pname = "parent_gn" if args.gene_norm else "parent"
+    parent = out / pname / "model"
     if not parent.exists():
         cfg = load_config("txfm_tiny", [f"train.steps={args.pretrain_steps}", f"train.seed={args.seed}",
-                                        f"train.checkpoint_every={args.pretrain_steps}"])
-        parent = pretrain(cfg, out / "parent", progress=False)
+                                        f"train.checkpoint_every={args.pretrain_steps}",
+                                        f"model.gene_norm={str(args.gene_norm).lower()}"])
+        parent = pretrain(cfg, out / pname, progress=False)
     print(f"parent {parent} ({time.time() - t0:.0f}s)", flush=True)
     folds = sorted(sim.obs["context"].unique()) if args.folds == "all" else args.folds.split(",")
-    tag = "ctl" if args.train_controls else "pert"
+    tag = ("ctl" if args.train_controls else "pert") + ("_gn" if args.gene_norm else "")
     frames = []
     for ctx in folds:
         ft = out / f"ft_{tag}_{ctx.replace(' ', '_')}_s{args.seed}"

@@ -109,7 +109,7 @@ def test_finetune_perturbation_then_benchmark(screen_files):
 
     res = pd.read_csv(d / "res" / "results.csv")
     assert {"embedding", "task", "metric", "value", "n_perturbations", "split", "holdout"} <= set(res.columns)
-    assert len(res) == 4 * 5 and set(res["holdout"]) == {"B"}
+    assert len(res) == 5 * 5 and set(res["holdout"]) == {"B"}
     assert (d / "res" / "per_perturbation.csv").exists() and "Perturbation prediction" in (d / "res" / "results.md").read_text()
     r = runner.invoke(app, ["benchmark", "perturbation-prediction", "--model", str(parent), "--input",
                             str(d / "screen.h5ad"), "--out", str(d / "res2")])

@@ -172,7 +172,8 @@ def test_finetune_records_parent_task_and_split(fitted, parent, screen):
 
 def test_benchmark_rows_and_learned_knockdown(fitted, screen):
     res, per = pp.benchmark_perturbation_prediction(fitted, screen, n_control=24)
-    assert set(res["embedding"]) == {"finetuned_model", "control_mean", "train_mean", "linear_gene_embedding"}
+    assert set(res["embedding"]) == {"finetuned_model", "finetuned_model_delta", "control_mean", "train_mean",
+                                 "linear_gene_embedding"}
     assert set(res["metric"]) == set(pp.METRICS) and (res["task"] == "perturbation_prediction").all()
     assert set(per["context"]) == {"B"} and set(per["perturbation"]) == set(TARGETS)
     v = res.set_index(["embedding", "metric"])["value"]
@@ -213,3 +214,21 @@ def test_bad_input_one_line_errors_and_reported_drops(parent, screen, tmp_path, 
         finetune_perturbation(parent, none, tmp_path / "e", steps=2)
     with pytest.raises(TfmkitError, match="was trained with task 'pretrain'"):
         pp.benchmark_perturbation_prediction(parent, screen)
+
+
+def test_plan_split_holds_out_perturbations_or_a_context(screen):
+    from tfmkit.finetune.perturbation import plan_split, resolve_columns
+
+    cols = resolve_columns(screen, "tfmkit")
+    vocab = GeneVocab(GENES)
+    lab, ctx = screen.obs["perturbation"].astype(str).to_numpy(), screen.obs["context"].astype(str).to_numpy()
+    p = plan_split(screen, cols, vocab, "perturbation", seed=3)
+    assert len(p["heldout_perturbations"]) == 1 and p["eval_contexts"] == ["A", "B"]  # round(0.2 * 4) = 1
+    held = p["heldout_perturbations"][0]
+    assert not p["train_cells"][lab == held].any() and not p["train_cells"][lab == "non-targeting"].any()
+    assert p["train_cells"][(lab != held) & (lab != "non-targeting")].all()
+    c = plan_split(screen, cols, vocab, "context", "A", train_controls=True)
+    assert c["heldout_perturbations"] == sorted(TARGETS) and c["eval_contexts"] == ["A"]
+    assert not c["train_cells"][(ctx == "A") & (lab != "non-targeting")].any()
+    assert c["train_cells"][lab == "non-targeting"].all()  # controls of every context, A included
+    assert plan_split(screen, cols, vocab, "context")["holdout"] == "A"  # default: first context

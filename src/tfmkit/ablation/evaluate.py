@@ -93,7 +93,8 @@ def evaluate_model(model_dir, evaluation: dict, eval_sets: dict, *, objective: s
         df = BENCHMARKS.get("genes").run(representations=reps, databases=tuple(gr["databases"]),
                                          n_null_draws=int(gr.get("n_null_draws", 3)),
                                          n_null_pairs=int(gr.get("n_null_pairs", 100_000)), seed=seed)
-        for r in df.itertuples(index=False):
-            rows.append({"task": f"recall_{r.embedding[:3]}", "metric": r.metric,
-                         "value": r.value, "n": r.n_pairs})
+        for r in df.itertuples(index=False):  # task names keep GRN / LDA rows apart from recall
+            task = "recall" if r.task == "gene_recall" else r.task
+            rows.append({"task": f"{task}_{r.embedding[:3]}", "metric": r.metric,
+                         "value": r.value, "n": getattr(r, "n_pairs", None)})
     return pd.DataFrame(rows, columns=EVAL_COLUMNS)

@@ -9,6 +9,12 @@ target gene hidden), the fine-tuned head predicts that cell's perturbed profile,
 prediction for ``(c, p)`` is the mean over those cells. No perturbed cell of ``c`` is ever
 input. The same rule serves both splits (held-out perturbations: the controls of each context).
 
+A second model row, ``finetuned_model_delta``, is not in GPL: the observed control mean plus the
+model's predicted effect, ``ctrl + mean(pred | token p) - mean(pred | no token)`` over the same
+control inputs, so the model's error in reconstructing the context's unperturbed profile cancels
+and only its predicted change is scored. (Without ``--train-controls`` the no-token input was
+never trained on.)
+
 **Space.** Observed and predicted profiles are ``log1p(1e4 * counts / library)`` (VCC), over
 the genes of the input that are in the model's vocabulary; pseudobulk = mean over cells.
 
@@ -124,28 +130,36 @@ def load_perturbation_model(model):
 
 
 @torch.no_grad()
+def _mean_prediction(bm, task, store, cells, target: int, batch_size: int, seed: int) -> np.ndarray:
+    """``(G,)`` mean predicted profile of ``cells`` given perturbation token ``target``
+    (vocabulary gene index; ``-1``: no token)."""
+    from tfmkit.data import keys as K
+
+    collate = task.collator(store, targets=int(target))
+    out = np.zeros(bm.vocab.n_genes, np.float64)
+    for start in range(0, len(cells), batch_size):
+        idx = cells[start:start + batch_size]
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + start)
+        batch = {k: v.to(bm.device) for k, v in collate(store, idx, gen).items()}
+        pred = task.predict(bm.module.encode_cells(batch), batch[K.OBSERVABLE])  # (B, G)
+        out += pred.double().sum(0).cpu().numpy() / len(cells)
+    return out
+
+
 def predict_pseudobulk(bm, task, store, cells, perturbations, *, batch_size: int = 128,
                        seed: int = 0) -> np.ndarray:
     """``(P, G)`` predicted pseudobulk (vocabulary genes) of each perturbation: the mean of the
-    predictions from the control cells ``cells`` of ``store`` (see the module doc)."""
-    from tfmkit.data import keys as K
-
-    gene_idx = bm.vocab.gene_index(list(perturbations))
-    if (gene_idx < 0).any():
-        bad = [p for p, g in zip(perturbations, gene_idx) if g < 0][:5]
-        raise TfmkitError(f"perturbation target(s) {bad} are not in the model's vocabulary")
+    predictions from the control cells ``cells`` of ``store`` (see the module doc). A
+    perturbation ``None`` gives the prediction without a perturbation token."""
+    named = [p for p in perturbations if p is not None]
+    gene_idx = dict(zip(named, bm.vocab.gene_index(named).tolist()))
+    bad = [p for p, g in gene_idx.items() if g < 0]
+    if bad:
+        raise TfmkitError(f"perturbation target(s) {bad[:5]} are not in the model's vocabulary")
     bm.module.eval()
     cells = np.asarray(cells, np.int64)
-    out = np.zeros((len(gene_idx), bm.vocab.n_genes), np.float64)  # (P, G)
-    for i, g in enumerate(gene_idx):
-        collate = task.collator(store, targets=int(g))
-        for start in range(0, len(cells), batch_size):
-            idx = cells[start:start + batch_size]
-            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + start)
-            batch = {k: v.to(bm.device) for k, v in collate(store, idx, gen).items()}
-            pred = task.predict(bm.module.encode_cells(batch), batch[K.OBSERVABLE])  # (B, G)
-            out[i] += pred.double().sum(0).cpu().numpy() / len(cells)
-    return out
+    return np.stack([_mean_prediction(bm, task, store, cells, -1 if p is None else gene_idx[p], batch_size, seed)
+                     for p in perturbations])  # (P, G)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -253,7 +267,9 @@ def benchmark_perturbation_prediction(model, adata, *, n_control: int = 512, n_h
         hvg = _hvg(np.concatenate([ctrl_X, *obs_cells.values()]), n_hvg)
         true_de = [de_genes(obs_cells[p], ctrl_X) for p in perts]
         inputs = rng.choice(ctrl_cells, size=min(n_control, len(ctrl_cells)), replace=False)
-        preds = {MODEL_NAME: predict_pseudobulk(bm, task, store, inputs, perts, seed=seed)[:, genes],
+        model_pred = predict_pseudobulk(bm, task, store, inputs, [*perts, None], seed=seed)[:, genes]
+        preds = {MODEL_NAME: model_pred[:-1],
+                 f"{MODEL_NAME}_delta": ctrl + model_pred[:-1] - model_pred[-1],
                  "control_mean": np.tile(ctrl, (len(perts), 1)),
                  "train_mean": np.tile(train_mean, (len(perts), 1))}
         lin = _linear_baseline(bm, pair_delta, pair_genes, bm.vocab.gene_index(perts))

@@ -29,7 +29,7 @@ LONG_COLUMNS = ["embedding", "task", "metric", "value", "std", "n_seeds"]
 RANK_COLUMN = "avg rank"
 #: Strong simple baselines a model is compared with (SPEC §6; GPL §4.6; scVI when installed).
 BASELINE_PATTERN = re.compile(r"^(raw|lognorm|(raw_|lognorm_)?hvg\d+|pca\d+|scvi|gene_mean|"
-                              r"control_mean|train_mean|linear_gene_embedding|l1_logistic.*|"
+                              r"control_mean|train_mean|linear_gene_embedding|l1_logistic.*|coexpression|"
                               r"logistic.*|knn_pca\d+)$")
 #: Negative controls: reported, never "the best baseline" and never a model.
 CONTROL_PATTERN = re.compile(r"(random_label_shuffle|depth_only|random_init|shuffled)")
