@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--contexts", type=int, default=3)
     ap.add_argument("--perturbations", type=int, default=24)
-    ap.add_argument("--cells", type=int, default=40, help="cells per perturbation and context")
+    ap.add_argument("--cells", type=int, default=100, help="cells per perturbation and context")
+    ap.add_argument("--effect-size", type=float, default=1.5, help="simulated partner log-fold-change scale")
     ap.add_argument("--pretrain-steps", type=int, default=300)
     ap.add_argument("--steps", type=int, default=600, help="fine-tuning steps")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -54,7 +55,7 @@ def main() -> None:
     else:
         sim = simulate_perturbseq(contexts=args.contexts, n_perturbations=args.perturbations,
                                   cells_per_perturbation=args.cells, n_batches=2, min_gene_frac=0.05,
-                                  seed=args.seed)
+                                  effect_size=args.effect_size, seed=args.seed)
         sim.write_h5ad(sim_path)
     print(f"SIMULATED screen: {sim.n_obs} cells x {sim.n_vars} genes, contexts "
           f"{sorted(sim.obs['context'].unique())} ({time.time() - t0:.0f}s)", flush=True)

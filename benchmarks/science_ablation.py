@@ -35,9 +35,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def train(out: Path, seeds: list[int], extra: list[str]) -> None:
-    import _science_shims
-
-    print("shims:", _science_shims.install(), flush=True)
     from tfmkit.ablation.grid import load_grid
     from tfmkit.ablation.run import run_ablation
 
@@ -69,9 +66,6 @@ def pc1_depth(E: np.ndarray, genes: np.ndarray) -> float:
 
 
 def evaluate(out: Path) -> None:
-    import _science_shims
-
-    _science_shims.install()
     from tfmkit import embed, load_model
     from tfmkit.ablation.evaluate import load_eval_sets
     from tfmkit.evaluation.knn import knn_cv_scores

@@ -89,7 +89,8 @@ def test_build_model_spec_forms_and_errors():
 
 
 def test_embed_accepts_module_plus_vocab_and_refuses_a_bare_module(tmp_path, two_panels):
-    cfg = load_config("txfm_tiny", _small_overrides("txfm"))
+    # a bare module has no run config: it embeds with the default reveal rule (that of txfm_paper)
+    cfg = load_config("txfm_paper", _small_overrides("txfm"))
     bundle = tfmkit.load_model(pretrain(cfg, tmp_path / "run", adatas=two_panels, progress=False))
     a = two_panels["panel_a"].copy()
     tfmkit.embed(a, bundle.module, vocab=bundle.vocab, key="X_m", n_revealed=12)  # default K else

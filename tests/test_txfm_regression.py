@@ -24,7 +24,8 @@ OVERRIDES = ["model.dim=32", "model.depth=2", "model.heads=2", "model.decoder_la
              "train.val_every=0", "train.checkpoint_every=20", "train.seed=3",
              # the paper-faithful path: txfm_tiny.yaml's defaults moved on (issue 12), the
              # reference did not (uniform reveal of all observable genes, raw [E_i ; x_i])
-             "data.expressed_only=false", "model.gene_norm=false"]
+             "data.expressed_only=false", "model.gene_norm=false", "data.zero_fraction=0.0",
+             "train.decay=all"]
 
 
 def _datasets():

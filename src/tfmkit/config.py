@@ -10,7 +10,7 @@ architecture before the other model keys are applied. Loading checks that the ta
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -51,13 +51,17 @@ class DataConfig:
     """Frequency-weighted masking temperature (``w_i ∝ m_i^tau``); 0 = uniform (TxFM default)."""
     expressed_only: bool = False
     """Reveal only nonzero genes (encodings paper) instead of any observable gene."""
+    zero_fraction: float = 0.0
+    """With ``expressed_only``: fraction of the revealed tokens given to observable genes the cell
+    did not express (BMFM/GPL style; ``RevealSpec.zero_fraction``); 0 = expressed genes only."""
     val_fraction: float = 0.05
     """Fraction of cells held out (per dataset) for the validation loss."""
 
     @property
     def reveal(self) -> RevealSpec:
         """The reveal-sampling spec of these settings."""
-        return RevealSpec(n_revealed=self.n_revealed, tau=self.tau, expressed_only=self.expressed_only)
+        return RevealSpec(n_revealed=self.n_revealed, tau=self.tau, expressed_only=self.expressed_only,
+                          zero_fraction=self.zero_fraction)
 
 
 @dataclass
@@ -82,6 +86,9 @@ class TrainConfig:
     """AdamW epsilon."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 disables)."""
+    decay: str = "all"
+    """Weight decay on ``all`` parameters (TxFM §A.1) or on weight ``matrices`` only (not
+    embeddings, norms, biases, LayerScale, CLS; :func:`tfmkit.optim.param_groups`, issue 12)."""
     task: str = "pretrain"
     """Training task (``tfmkit.tasks.TASKS``): ``pretrain`` = self-supervised ``objective``."""
     objective: str = "poisson_nll"

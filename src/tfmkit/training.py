@@ -122,8 +122,15 @@ def build_training(cfg: RunConfig, n_genes: int, device: torch.device, vocab=Non
                               f"{t.task!r} has none; use full or partial")
     wd = t.weight_decay if t.weight_decay is not None else 1.0 / (t.lr * t.steps)
     # learned loss parameters (NB dispersion, depth-shift s0) are not decayed towards zero
-    params = [{"params": [p for p in model.parameters() if p.requires_grad]},
-              {"params": list(task.parameters()), "weight_decay": 0.0}]
+    if t.decay not in ("all", "matrices"):
+        raise TfmkitError(f"train.decay must be 'all' or 'matrices', not {t.decay!r}")
+    if t.decay == "matrices":
+        from tfmkit.optim import param_groups
+
+        params = param_groups(model, task, wd)
+    else:
+        params = [{"params": [p for p in model.parameters() if p.requires_grad]},
+                  {"params": list(task.parameters()), "weight_decay": 0.0}]
     # fused kernel on CUDA; on CPU the per-tensor loop measured 3-5x faster than fused/foreach
     impl = {"fused": True} if device.type == "cuda" else {"foreach": False}
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=wd,
