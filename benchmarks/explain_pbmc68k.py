@@ -49,7 +49,8 @@ def main() -> None:
     if not parent.exists():
         cfg = load_config("txfm_tiny", [f"train.steps={args.pretrain_steps}", f"train.seed={args.seed}",
                                         f"train.checkpoint_every={args.pretrain_steps}", "data.min_cells=1",
-                                        f"data.n_revealed={args.n_revealed}", "data.expressed_only=false"])
+                                        f"data.n_revealed={args.n_revealed}", "data.expressed_only=false",
+                                        "data.zero_fraction=0", "model.gene_norm=false"])
         parent = pretrain(cfg, out / "parent", adatas={"pbmc68k": pbmc}, progress=False)
     print(f"parent {parent} ({time.time() - t0:.0f}s)", flush=True)
     shuffled = pbmc.copy()
@@ -62,7 +63,7 @@ def main() -> None:
                               batch_size=32, patience=0, seed=args.seed)
         acc = predict(pbmc.copy(), ft / "model")["accuracy"]
         r = explain(pbmc, ft / "model", label_key="bulk_labels", n_cells_per_class=args.cells_per_class,
-                    n_views=3, n_steps=32, seed=args.seed)
+                    n_views=3, n_steps=32, classes=list(MARKERS), seed=args.seed)
         top = top_genes(r["attributions"], args.n_top)
         top.to_csv(out / f"top_genes_{name}.csv", index=False)
         print(f"--- {name}: accuracy vs true bulk_labels (training cells) {acc:.3f}; IG completeness error "

@@ -21,7 +21,7 @@ from test_finetune_celltype import TINY, separable
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("explain")
     toy = separable()
-    cfg = [o for o in TINY if "expressed_only" not in o] + ["data.expressed_only=false"]  # all 24 genes revealed
+    cfg = [o for o in TINY if "expressed_only" not in o] + ["data.expressed_only=false", "data.zero_fraction=0"]  # all 24 genes
     parent = pretrain(load_config("txfm_tiny", cfg), d / "parent", adatas={"toy": toy}, progress=False)
     clf = finetune_celltype(parent, toy, "cell_type", d / "ft", mode="full", steps=60, lr=1e-2, batch_size=16,
                             val_every=10, patience=0)
@@ -64,12 +64,16 @@ def test_cli_explain_writes_top_genes_and_plot(models):
     d, _, _, clf = models
     runner = CliRunner()
     args = ["explain", "--model", str(clf), "--input", str(d / "toy.h5ad"), "--out", str(d / "res"),
-            "--cells-per-class", "6", "--n-views", "1", "--n-steps", "8", "--n-top", "5"]
+            "--cells-per-class", "6", "--n-views", "1", "--n-steps", "8", "--n-top", "5", "--classes", "type0,type2"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     top = pd.read_csv(d / "res" / "top_genes.csv")
-    assert list(top.columns) == ["class", "rank", "gene", "attribution"] and len(top) == 15
+    assert list(top.columns) == ["class", "rank", "gene", "attribution"] and len(top) == 10
+    assert list(dict.fromkeys(top["class"])) == ["type0", "type2"]
     assert (d / "res" / "top_genes.png").stat().st_size > 1000
-    assert pd.read_csv(d / "res" / "attributions.csv", index_col=0).shape == (24, 3)
+    assert pd.read_csv(d / "res" / "attributions.csv", index_col=0).shape == (24, 2)
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "top_genes.csv exists; pass --overwrite" in r.output
+    r = runner.invoke(app, args[:-1] + ["typeX", "--out", str(d / "res3")])
+    assert r.exit_code == 2 and "class(es) ['typeX'] are not classes of obs['cell_type']" in r.output
+    assert not (d / "res3").exists()

@@ -18,6 +18,7 @@ def explain(
     input: str = typer.Option(..., "--input", "-i", help="Cells to explain: .h5ad / 10x .h5 with raw counts."),
     out: str = typer.Option(..., "--out", "-o", help="Output folder (created if absent)."),
     label_key: str = typer.Option(None, "--label-key", help="obs column of the classes (default: the classifier's label column; without it, predicted classes)."),
+    classes: str = typer.Option(None, "--classes", help="Comma-separated classes to explain (default all)."),
     n_top: int = typer.Option(20, "--n-top", help="Top genes per class in top_genes.csv."),
     cells_per_class: int = typer.Option(64, "--cells-per-class", help="Cells explained per class (random subset)."),
     n_views: int = typer.Option(2, "--n-views", help="Random reveals averaged per cell."),
@@ -45,7 +46,8 @@ def explain(
     from tfmkit.finetune.explain import explain as run_explain, plot_top_genes, top_genes
 
     result = run_explain(read_anndata(input), model, label_key=label_key, n_cells_per_class=cells_per_class,
-                         n_views=n_views, n_steps=n_steps, n_revealed=n_revealed, layer=layer, seed=seed)
+                         n_views=n_views, n_steps=n_steps, n_revealed=n_revealed, layer=layer, seed=seed,
+                         classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
     top = top_genes(result["attributions"], n_top)
     res.mkdir(exist_ok=True)
     tmp = {f: res / f".tmp-{f}" for f in OUTPUTS}  # same suffix: matplotlib reads the format from it

@@ -38,7 +38,7 @@ import torch
 from tfmkit.errors import TfmkitError
 
 
-def _classes(adata, bm, task, label_key, n_cells_per_class, seed):
+def _classes(adata, bm, task, label_key, n_cells_per_class, seed, only=None):
     """``(cell indices, class index per cell, class names)`` of the cells to explain."""
     key = label_key or (task.label_key if task is not None else None)
     if key is None:
@@ -54,8 +54,14 @@ def _classes(adata, bm, task, label_key, n_cells_per_class, seed):
     lab = values.astype(str).to_numpy()
     code = pd.Index(names).get_indexer(lab)
     code[~known] = -1
+    if only is not None:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise TfmkitError(f"class(es) {unknown[:5]} are not classes of obs[{key!r}] / the model; "
+                              f"choose among {', '.join(names[:10])}")
     rng = np.random.default_rng(seed)
-    cells = [rng.permutation(np.flatnonzero(code == c))[:n_cells_per_class] for c in range(len(names))]
+    cells = [rng.permutation(np.flatnonzero(code == c))[:n_cells_per_class]
+             for c in range(len(names)) if only is None or names[c] in set(only)]
     cells = np.sort(np.concatenate(cells)) if cells else np.zeros(0, np.int64)
     if not len(cells):
         raise TfmkitError(f"no cell of obs[{key!r}] has a class of the model ({', '.join(names[:5])})")
@@ -85,11 +91,12 @@ def _mean_values(store, cells, library_size: float) -> torch.Tensor:
 
 def explain(adata, model, *, label_key: str | None = None, n_cells_per_class: int = 64,
             n_views: int = 2, n_steps: int = 32, baseline: str = "zero", n_revealed: int | None = None,
-            batch_size: int = 16,
+            batch_size: int = 16, classes=None,
             seed: int = 0, layer: str | None = None, library_key: str | None = None,
             allow_low_coverage: bool = False) -> dict:
     """Integrated-gradients attribution of each gene to each class (see the module doc).
 
+    ``classes``: explain only these classes (default all).
     ``baseline``: ``zero`` (no expression) or ``mean`` (the explained cells' mean value of each gene).
     Returns ``attributions`` (DataFrame genes x classes: mean IG over the class's cells and
     views; vocabulary genes the input measured), ``n_cells`` (per class), ``score`` (what was
@@ -109,7 +116,7 @@ def explain(adata, model, *, label_key: str | None = None, n_cells_per_class: in
         from tfmkit.finetune.predict import load_classifier
 
         bm, task = load_classifier(bm.source)
-    cells, codes, names = _classes(adata, bm, task, label_key, n_cells_per_class, seed)
+    cells, codes, names = _classes(adata, bm, task, label_key, n_cells_per_class, seed, classes)
     store = target_corpus(adata, bm, layer=layer, library_key=library_key, allow_low_coverage=allow_low_coverage)
     collate = (task or build_task(bm.run_config, bm.vocab.n_genes)).inference_collator(store, n_revealed)
     bm.module.eval()
