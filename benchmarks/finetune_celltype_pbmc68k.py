@@ -72,7 +72,7 @@ def model_preds(a, tr, te, parent: str, seed: int, args, init: str) -> np.ndarra
         m = finetune_celltype(parent, a[tr].copy(), "bulk_labels", Path(tmp) / "ft", mode=args.mode,
                               steps=args.steps, lr=args.lr, batch_size=32, val_every=25,
                               patience=args.patience, seed=seed, init=init, library_key="n_counts", allow_low_coverage=True,
-                              n_revealed=args.n_revealed, head=args.head)
+                              n_revealed=args.n_revealed, head=args.head, pooling=args.pooling)
         test = a[te].copy()
         predict(test, m, library_key="n_counts", allow_low_coverage=True, n_views=args.n_views, seed=seed)
         return test.obs["tfmkit_pred"].astype(str).to_numpy()
@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--mode", default="full")
     p.add_argument("--head", default="linear")
+    p.add_argument("--pooling", default="mean", help="cls, mean or cls+mean (mean: the issue-12 ablation)")
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--n-revealed", type=int, default=None)
     p.add_argument("--n-views", type=int, default=1)

@@ -21,6 +21,20 @@ GENES = [
 ]
 
 
+#: Tiny TxFM settings of the fine-tuning tests' parent models (each file adds its data and steps).
+TINY_TXFM = ["model.dim=32", "model.depth=2", "model.heads=2", "model.decoder_layers=1", "data.min_cells=1",
+             "data.val_fraction=0.1", "train.batch_size=16", "train.val_every=0"]
+
+
+def pretrain_parent(out, adata: ad.AnnData, overrides: list[str]):
+    """Model directory of a ``txfm_tiny`` model with config ``overrides`` pretrained on ``adata``
+    (dataset ``toy``) into the new run folder ``out``."""
+    from tfmkit.config import load_config
+    from tfmkit.training import pretrain
+
+    return pretrain(load_config("txfm_tiny", overrides), out, adatas={"toy": adata}, progress=False)
+
+
 def make_counts(n_cells: int, genes: list[str], seed: int = 0, n_types: int = 3) -> ad.AnnData:
     """NB counts with ``n_types`` cell types that differ in a block of marker genes."""
     rng = np.random.default_rng(seed)

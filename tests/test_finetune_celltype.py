@@ -13,18 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 import tfmkit
-from tfmkit.config import load_config
 from tfmkit.errors import TfmkitError
 from tfmkit.finetune import finetune_celltype, predict
 from tfmkit.finetune.freeze import apply_freeze
 from tfmkit.models.grl import reverse_gradient as grad_reverse
-from tfmkit.training import pretrain
 
-from conftest import GENES
+from conftest import GENES, TINY_TXFM, pretrain_parent
 
-TINY = ["model.dim=32", "model.depth=2", "model.heads=2", "model.decoder_layers=1",
-        "data.n_revealed=24", "data.expressed_only=true", "data.min_cells=1", "data.val_fraction=0.1", "train.batch_size=16",
-        "train.steps=2", "train.checkpoint_every=2", "train.val_every=0"]
+TINY = TINY_TXFM + ["data.n_revealed=24", "data.expressed_only=true", "train.steps=2", "train.checkpoint_every=2"]
 
 
 def separable(n: int = 90, seed: int = 0) -> ad.AnnData:
@@ -49,8 +45,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory, toy):
-    out = tmp_path_factory.mktemp("parent") / "run"
-    return pretrain(load_config("txfm_tiny", TINY), out, adatas={"toy": toy}, progress=False)
+    return pretrain_parent(tmp_path_factory.mktemp("parent") / "run", toy, TINY)
 
 
 @pytest.fixture(scope="module")

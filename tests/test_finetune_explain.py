@@ -7,13 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tfmkit.cli import app
-from tfmkit.config import load_config
 from tfmkit.errors import TfmkitError
 from tfmkit.finetune import finetune_celltype
 from tfmkit.finetune.explain import explain, top_genes
-from tfmkit.training import pretrain
 
-from conftest import GENES
+from conftest import GENES, pretrain_parent
 from test_finetune_celltype import TINY, separable
 
 
@@ -22,7 +20,7 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("explain")
     toy = separable()
     cfg = [o for o in TINY if "expressed_only" not in o] + ["data.expressed_only=false", "data.zero_fraction=0"]  # all 24 genes
-    parent = pretrain(load_config("txfm_tiny", cfg), d / "parent", adatas={"toy": toy}, progress=False)
+    parent = pretrain_parent(d / "parent", toy, cfg)
     clf = finetune_celltype(parent, toy, "cell_type", d / "ft", mode="full", steps=60, lr=1e-2, batch_size=16,
                             val_every=10, patience=0)
     toy.write_h5ad(d / "toy.h5ad")

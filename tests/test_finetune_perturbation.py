@@ -14,7 +14,6 @@ import torch
 from scipy import stats
 
 import tfmkit
-from tfmkit.config import load_config
 from tfmkit.data import keys as K
 from tfmkit.data.collate_perturbation import PERT_GENE, PERT_TARGET, PERT_VALUE, PerturbationCollator
 from tfmkit.data.corpus import Corpus
@@ -23,13 +22,10 @@ from tfmkit.errors import TfmkitError
 from tfmkit.evaluation import perturbation_prediction as pp
 from tfmkit.finetune.perturbation import finetune_perturbation
 from tfmkit.models.protocol import ModelOutput
-from tfmkit.training import pretrain
 
-from conftest import GENES
+from conftest import GENES, TINY_TXFM, pretrain_parent
 
-TINY = ["model.dim=32", "model.depth=2", "model.heads=2", "model.decoder_layers=1",
-        "data.n_revealed=16", "data.min_cells=1", "data.val_fraction=0.1", "train.batch_size=16",
-        "train.steps=10", "train.checkpoint_every=10", "train.val_every=0"]
+TINY = TINY_TXFM + ["data.n_revealed=16", "train.steps=10", "train.checkpoint_every=10"]
 TARGETS = GENES[:4]
 
 
@@ -60,8 +56,7 @@ def screen():
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory, screen):
-    out = tmp_path_factory.mktemp("pparent") / "run"
-    return pretrain(load_config("txfm_tiny", TINY), out, adatas={"toy": screen}, progress=False)
+    return pretrain_parent(tmp_path_factory.mktemp("pparent") / "run", screen, TINY)
 
 
 @pytest.fixture(scope="module")

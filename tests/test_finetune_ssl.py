@@ -8,17 +8,15 @@ import torch
 from safetensors.torch import load_file
 
 import tfmkit
-from tfmkit.config import load_config
 from tfmkit.finetune import finetune_ssl
-from tfmkit.training import pretrain
 
+from conftest import pretrain_parent
 from test_finetune_celltype import TINY, separable
 
 
 def test_ssl_starts_from_the_parent_weights_and_its_learned_loss_parameters(tmp_path):
     toy = separable()
-    parent = pretrain(load_config("txfm_tiny", TINY + ["train.objective=nb_nll"]), tmp_path / "p",
-                      adatas={"toy": toy}, progress=False)
+    parent = pretrain_parent(tmp_path / "p", toy, TINY + ["train.objective=nb_nll"])
     m = finetune_ssl(parent, separable(60, seed=1), tmp_path / "ssl", steps=1, lr=1e-9, batch_size=16)
     before, after = load_file(str(parent / "model.safetensors")), load_file(str(m / "model.safetensors"))
     # lr ~ 0 for one step: the weights are the parent's (a random init would differ everywhere)

@@ -15,6 +15,19 @@ INPUT_HELP = "Target cells: .h5ad / 10x .h5 with raw counts (in X, or in --layer
 OUT_HELP = "New run folder (must not exist): OUT/model is the fine-tuned model."
 MODE_HELP = ("What to train: head (model frozen), full, or partial (the last --unfreeze-blocks "
              "transformer blocks and what follows them).")
+LR_HELP = "Peak learning rate."
+BATCH_SIZE_HELP = "Cells per step."
+INIT_HELP = "pretrained (fine-tune) or random (same architecture from scratch, a control)."
+LAYER_HELP = "Layer holding raw counts (default X; 'raw' = adata.raw)."
+
+
+def _read_input(out: str, input: str):
+    """Check ``--out`` before any work, then read the ``--input`` cells."""
+    from tfmkit.data.io import read_anndata
+    from tfmkit.finetune.run import check_out
+
+    check_out(out)
+    return read_anndata(input)
 
 
 def celltype(
@@ -29,22 +42,19 @@ def celltype(
     head: str = typer.Option("linear", "--head", help="Classifier head: linear or mlp."),
     loss: str = typer.Option("weighted_ce", "--loss", help="ce, weighted_ce (balanced class weights) or focal."),
     steps: int = typer.Option(300, "--steps", help="Optimiser steps (early stopping may end sooner)."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Cells per step."),
+    lr: float = typer.Option(3e-4, "--lr", help=LR_HELP),
+    batch_size: int = typer.Option(32, "--batch-size", help=BATCH_SIZE_HELP),
     patience: int = typer.Option(4, "--patience", help="Validation evaluations (every 25 steps) without improvement before stopping; 0 = off."),
     n_revealed: int = typer.Option(None, "--n-revealed", help="Genes revealed per cell (default: the parent's K)."),
-    init: str = typer.Option("pretrained", "--init", help="pretrained (fine-tune) or random (same architecture from scratch, a control)."),
-    layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw)."),
+    init: str = typer.Option("pretrained", "--init", help=INIT_HELP),
+    layer: str = typer.Option(None, "--layer", help=LAYER_HELP),
     library_key: str = typer.Option(None, "--library-key", help="obs column of per-cell total counts (for files keeping a gene subset)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the head, data order and split."),
 ) -> None:
     """Fine-tune a cell-type classifier head on the model's cell embedding."""
-    from tfmkit.data.io import read_anndata
     from tfmkit.finetune import finetune_celltype
-    from tfmkit.finetune.run import check_out
 
-    check_out(out)
-    adata = read_anndata(input)
+    adata = _read_input(out, input)
     path = finetune_celltype(model, adata, label_key, out, batch_key=batch_key,
                              adversarial_batch=adversarial_batch, mode=mode,
                              unfreeze_blocks=unfreeze_blocks, head=head, loss=loss, steps=steps, lr=lr,
@@ -58,20 +68,17 @@ def ssl(
     input: str = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: str = typer.Option(..., "--out", "-o", help=OUT_HELP),
     steps: int = typer.Option(200, "--steps", help="Optimiser steps."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Cells per step."),
+    lr: float = typer.Option(3e-4, "--lr", help=LR_HELP),
+    batch_size: int = typer.Option(32, "--batch-size", help=BATCH_SIZE_HELP),
     mode: str = typer.Option("full", "--mode", help="full or partial (see finetune celltype)."),
-    layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw)."),
+    layer: str = typer.Option(None, "--layer", help=LAYER_HELP),
     library_key: str = typer.Option(None, "--library-key", help="obs column of per-cell total counts."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order and masking."),
 ) -> None:
     """Continue the model's own pretraining objective on the target cells (no labels; TxFM Table 3)."""
-    from tfmkit.data.io import read_anndata
     from tfmkit.finetune import finetune_ssl
-    from tfmkit.finetune.run import check_out
 
-    check_out(out)
-    adata = read_anndata(input)
+    adata = _read_input(out, input)
     path = finetune_ssl(model, adata, out, steps=steps, lr=lr, batch_size=batch_size, mode=mode,
                         layer=layer, library_key=library_key, seed=seed, progress=True)
     typer.echo(f"wrote {path} (embed with: tfmkit embed --model {path} --input A.h5ad --output B.h5ad)")
@@ -89,21 +96,18 @@ def perturbation(
     context_key: str = typer.Option(None, "--context-key", help="obs column of the cell context (default from --layout)."),
     mode: str = typer.Option("full", "--mode", help=MODE_HELP),
     steps: int = typer.Option(500, "--steps", help="Optimiser steps."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Cells per step."),
+    lr: float = typer.Option(3e-4, "--lr", help=LR_HELP),
+    batch_size: int = typer.Option(32, "--batch-size", help=BATCH_SIZE_HELP),
     n_revealed: int = typer.Option(None, "--n-revealed", help="Genes of each cell shown after the perturbation token (default: the parent's K)."),
     train_controls: bool = typer.Option(False, "--train-controls", help="Also train on the control cells of every context (no perturbation token); GPL trains on perturbed cells only."),
-    init: str = typer.Option("pretrained", "--init", help="pretrained (fine-tune) or random (same architecture from scratch, a control)."),
-    layer: str = typer.Option(None, "--layer", help="Layer holding raw counts (default X; 'raw' = adata.raw)."),
+    init: str = typer.Option("pretrained", "--init", help=INIT_HELP),
+    layer: str = typer.Option(None, "--layer", help=LAYER_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the head, data order, reveals and the default hold-out."),
 ) -> None:
     """Fine-tune perturbation prediction (GPL §4.6): perturbation token + cell subsequence -> profile."""
-    from tfmkit.data.io import read_anndata
     from tfmkit.finetune.perturbation import finetune_perturbation
-    from tfmkit.finetune.run import check_out
 
-    check_out(out)
-    adata = read_anndata(input)
+    adata = _read_input(out, input)
     path = finetune_perturbation(model, adata, out, layout=layout, split=split, holdout=holdout,
                                  perturbation_key=perturbation_key, control_value=control_value,
                                  context_key=context_key, mode=mode, steps=steps, lr=lr,

@@ -111,15 +111,29 @@ class PretrainCollator:
         observable = store.observable_mask(ds)  # (B, G)
         idx, valid = reveal(observable, self.reveal, generator=generator, gene_weights=self.gene_weights,
                             counts=counts)  # (B, K), (B, K)
-        gene_ids, values, padding, revealed = revealed_tokens(target, idx, valid)  # (B, K) x3, (B, G)
-        return {
-            keys.GENE_IDS: gene_ids,
-            keys.VALUES: values,
-            keys.PADDING: padding,
-            keys.TARGET: target,
-            keys.OBSERVABLE: observable,
-            keys.COUNTS: counts,
-            keys.REVEALED: revealed,
-            keys.LIBRARY_SIZE: lib,
-            keys.DATASET: ds,
-        }
+        return pretrain_batch(target, idx, valid, observable=observable, counts=counts, library_size=lib,
+                              dataset=ds)
+
+
+def pretrain_batch(target: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, *,
+                   observable: torch.Tensor, counts: torch.Tensor, library_size: torch.Tensor,
+                   dataset: torch.Tensor) -> dict:
+    """The :data:`tfmkit.data.keys.PRETRAIN_FIELDS` batch of cells whose encoder sees the genes
+    ``idx`` where ``valid`` (both ``(B, K)``, in token order; see
+    :func:`~tfmkit.data.transforms.revealed_tokens`).
+
+    ``target`` ``(B, G)`` log1p-normalised values, ``observable`` ``(B, G)`` bool, ``counts``
+    ``(B, G)`` raw counts, ``library_size`` ``(B,)`` and ``dataset`` ``(B,)`` per cell.
+    """
+    gene_ids, values, padding, revealed = revealed_tokens(target, idx, valid)  # (B, K) x3, (B, G)
+    return {
+        keys.GENE_IDS: gene_ids,
+        keys.VALUES: values,
+        keys.PADDING: padding,
+        keys.TARGET: target,
+        keys.OBSERVABLE: observable,
+        keys.COUNTS: counts,
+        keys.REVEALED: revealed,
+        keys.LIBRARY_SIZE: library_size,
+        keys.DATASET: dataset,
+    }

@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 from tfmkit.data import keys
-from tfmkit.data.collate import check_cell_indices
+from tfmkit.data.collate import check_cell_indices, pretrain_batch
 from tfmkit.data.masking import RevealSpec
-from tfmkit.data.transforms import log1p_normalize, reveal, revealed_tokens
+from tfmkit.data.transforms import log1p_normalize, reveal
 from tfmkit.errors import TfmkitError
 
 RANKS = "ranks"  # (B, T) float32 dense expression rank of each token in its cell (0 = undetected)
@@ -182,25 +182,16 @@ class AutoregressiveCollator:
         order = order[:, :t]  # (B, T)
         idx, valid, tok_rank = idx.gather(1, order), valid.gather(1, order), tok_rank.gather(1, order)
         idx = idx.masked_fill(~valid, 0)  # (B, T)
-        gene_ids, values, padding, revealed = revealed_tokens(target, idx, valid)  # (B, T) x3, (B, G)
+        batch = pretrain_batch(target, idx, valid, observable=observable, counts=counts, library_size=lib,
+                               dataset=ds)  # GENE_IDS, VALUES, PADDING (B, T) in sequence order
 
         cond = encode_conditions(store.obs.iloc[cell_idx], self.conditions, strict=self.strict)  # (B, C)
         if self.condition_dropout > 0 and cond.numel():
             drop = torch.rand(cond.shape, generator=generator) < self.condition_dropout  # (B, C)
             cond = cond.masked_fill(drop, 0)
-        return {
-            keys.GENE_IDS: gene_ids,
-            keys.VALUES: values,
-            keys.PADDING: padding,
-            keys.TARGET: target,
-            keys.OBSERVABLE: observable,
-            keys.COUNTS: counts,
-            keys.REVEALED: revealed,
-            keys.LIBRARY_SIZE: lib,
-            keys.DATASET: ds,
-            RANKS: tok_rank.masked_fill(~valid, 0.0).float(),
-            CONDITIONS: cond,
-        }
+        batch[RANKS] = tok_rank.masked_fill(~valid, 0.0).float()  # (B, T)
+        batch[CONDITIONS] = cond  # (B, C)
+        return batch
 
 
 __all__ = ["AR_FIELDS", "CONDITIONS", "RANKS", "AutoregressiveCollator", "dense_ranks", "encode_conditions"]

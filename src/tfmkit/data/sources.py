@@ -267,11 +267,32 @@ def gene_statistics(vocab, colmaps, stats: list[FileStats]) -> pd.DataFrame:
     return pd.DataFrame({"nonzero_cells": nz, "mean": mean, "var": var}, index=pd.Index(vocab.genes, name="gene"))
 
 
+def vocab_column_maps(names, cols, stats: list[FileStats], *, vocab=None, min_cells: int = 1,
+                      allow_low_coverage: bool = False):
+    """``(vocab, colmaps, gene_stats)`` of files ``names`` with :func:`harmonized_columns`
+    ``cols`` and statistics ``stats``: the vocabulary (``vocab`` when given, else genes nonzero
+    in ``>= min_cells`` cells, :func:`vocab_from_counts`), per file the ``(n_vars,)`` vocabulary
+    gene index of each stored column (``-1`` for genes outside it), after the coverage check of
+    each file (:func:`tfmkit.data.corpus._check_genes_map`), and :func:`gene_statistics`."""
+    from tfmkit.data.corpus import _check_genes_map
+
+    vocab_given = vocab is not None
+    if vocab is None:
+        vocab = vocab_from_counts([(s, st.nonzero[c]) for (s, c, _), st in zip(cols, stats)], min_cells)
+    colmaps = []
+    for name, (symbols, col, a), st in zip(names, cols, stats):
+        gi = vocab.gene_index(symbols)
+        _check_genes_map(name, a, vocab, vocab_given, allow_low_coverage)
+        cm = np.full(st.n_vars, -1, np.int64)
+        cm[col] = gi
+        colmaps.append(cm)
+    return vocab, colmaps, gene_statistics(vocab, colmaps, stats)
+
+
 def open_backed(files, *, vocab=None, layer: str | None = None, min_cells: int = 1,
                 allow_low_coverage: bool = False, cache_dir=None, block_cells: int | None = None):
     """:class:`~tfmkit.data.stores.backed_h5ad.H5adStore` over ``(name, path)`` ``.h5ad`` files,
     with vocabulary (unless given), observable genes and statistics from :func:`scan_file`."""
-    from tfmkit.data.corpus import _check_genes_map
     from tfmkit.data.stores.backed_h5ad import H5adRows, H5adStore
 
     names, paths, stats, cols = [], [], [], []
@@ -288,17 +309,8 @@ def open_backed(files, *, vocab=None, layer: str | None = None, min_cells: int =
         paths.append(Path(f))
         stats.append(st)
         cols.append((symbols, col, a))
-    vocab_given = vocab is not None
-    if vocab is None:
-        vocab = vocab_from_counts([(s, st.nonzero[c]) for (s, c, _), st in zip(cols, stats)], min_cells)
-    colmaps = []
-    for name, (symbols, col, a), st in zip(names, cols, stats):
-        gi = vocab.gene_index(symbols)
-        _check_genes_map(name, a, vocab, vocab_given, allow_low_coverage)
-        cm = np.full(st.n_vars, -1, np.int64)
-        cm[col] = gi
-        colmaps.append(cm)
-    gs = gene_statistics(vocab, colmaps, stats)
+    vocab, colmaps, gs = vocab_column_maps(names, cols, stats, vocab=vocab, min_cells=min_cells,
+                                           allow_low_coverage=allow_low_coverage)
     kw = {"block_cells": block_cells} if block_cells else {}
     store = H5adStore(paths, vocab, names, [st.n_obs for st in stats], colmaps,
                       np.concatenate([st.library_sizes for st in stats]), gs["nonzero_cells"].to_numpy(),

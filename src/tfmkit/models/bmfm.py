@@ -35,47 +35,27 @@ import torch
 from torch import nn
 
 from tfmkit.data import keys as K
-from tfmkit.encoders import TokenEmbedding
 from tfmkit.errors import TfmkitError
 from tfmkit.models.heads import ResidualMlpLayer
-from tfmkit.models.protocol import MODELS, FamilyConfig, FoundationModel, ModelOutput
-from tfmkit.models.transformer import SetEncoder
+from tfmkit.models.protocol import MODELS, FoundationModel, ModelOutput
+from tfmkit.models.transformer_config import N_SPECIAL_TOKENS, SetEncoderConfig, set_encoder, token_embedding
 
-N_SPECIAL_TOKENS = 4  # PAD, CLS, MASK, PERT (tfmkit.data.vocab.GeneVocab.N_SPECIAL)
 TOKEN_HEADS = ("value", "is_zero", "value_bins", "gene")
 # batch keys of tfmkit.data.collate_bmfm (strings repeated so the model does not import collators)
 VALUE_MASKED, DEPTH, MLM_GENE_TARGET = "value_masked", "depth", "mlm_gene_target"
 
 
 @dataclass
-class BMFMConfig(FamilyConfig):
-    """Architecture of a BMFM-style encoder (BMFM-RNA §2.2.6, §2.3)."""
+class BMFMConfig(SetEncoderConfig):
+    """Architecture of a BMFM-style encoder (BMFM-RNA §2.2.6, §2.3): the shared set-encoder
+    fields (:class:`~tfmkit.models.transformer_config.SetEncoderConfig`; the gene and expression
+    encodings are both ``d``-dim and summed) plus the MLM / WCED heads."""
 
     family: str = "bmfm"
     """Model family name (always ``bmfm`` here)."""
-    dim: int = 128
-    """Model width ``d`` (gene and expression encodings are both ``d``-dim and summed)."""
-    depth: int = 2
-    """Number of transformer encoder blocks."""
-    heads: int = 4
-    """Attention heads per block (``dim`` must be divisible by it)."""
-    mlp_ratio: float = 4.0
-    """Feed-forward width of each block as a multiple of ``dim``."""
-    drop_path: float = 0.0
-    """Maximum stochastic-depth rate (linear over blocks)."""
-    layerscale_init: float = 0.1
-    """Initial LayerScale gamma; 0 disables LayerScale."""
-    qk_norm: bool = False
-    """LayerNorm on queries and keys per head."""
-    gene_encoder: str = "learned"
-    """Gene encoding (``tfmkit.encoders.GENE_ENCODERS``)."""
-    gene_encoder_kwargs: dict = field(default_factory=dict)
-    """Extra constructor arguments of the gene encoder."""
     expression_encoder: str = "mlp"
     """Summed expression encoding (``tfmkit.encoders.EXPRESSION_ENCODERS``, not ``concat``);
     BMFM's MLM+Multitask model uses ``mlp``, its MLM+RDA model ``periodic``."""
-    expression_encoder_kwargs: dict = field(default_factory=dict)
-    """Extra constructor arguments of the expression encoder (e.g. ``zero_token: true``)."""
     token_heads: list = field(default_factory=lambda: ["value", "is_zero"])
     """Per-token heads to build, a subset of ``value``, ``is_zero``, ``value_bins``, ``gene``."""
     n_bins: int = 16
@@ -146,20 +126,13 @@ class BMFM(FoundationModel):
             raise TfmkitError("bmfm sums gene and expression tokens; choose a summed "
                               "model.expression_encoder (mlp, periodic, hard_bin, log_bin, soft_bin)")
         self.config, self.n_genes, self.library_size = config, n_genes, float(library_size)
-        gene_kwargs = dict(config.gene_encoder_kwargs)
-        if config.gene_encoder == "learned":
-            gene_kwargs.setdefault("padding_idx", 0)
-        if config.gene_encoder == "pretrained" and vocab_genes is not None:
-            gene_kwargs.setdefault("vocab_genes", list(vocab_genes))
         D = config.dim
-        self.embed = TokenEmbedding(N_SPECIAL_TOKENS + n_genes, D, config.gene_encoder,
-                                    config.expression_encoder, gene_kwargs, config.expression_encoder_kwargs)
+        self.embed = token_embedding(config, n_genes, vocab_genes)
         self.mask_value = nn.Parameter(torch.randn(D) * 0.02)  # MASK vector of masked values
         if config.depth_tokens:
             self.depth_type = nn.Parameter(torch.randn(2, D) * 0.02)  # (2, D) input / original
             self.depth_mlp = nn.Sequential(nn.Linear(1, D), nn.GELU(), nn.Linear(D, D))
-        self.encoder = SetEncoder(D, config.depth, config.heads, config.mlp_ratio, config.drop_path,
-                                  config.layerscale_init or None, config.qk_norm)
+        self.encoder = set_encoder(config)
         sizes = {"value": 1, "is_zero": 1, "value_bins": config.n_bins, "gene": n_genes}
         self.token_heads = nn.ModuleDict({h: nn.Linear(D, sizes[h]) for h in TOKEN_HEADS
                                           if h in config.token_heads})

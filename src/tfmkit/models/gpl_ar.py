@@ -32,27 +32,21 @@ from torch import nn
 from tfmkit.data import keys as K
 from tfmkit.data.collate_ar import CONDITIONS, RANKS, dense_ranks
 from tfmkit.errors import TfmkitError
-from tfmkit.models.protocol import MODELS, FamilyConfig, FoundationModel, ModelOutput, mean_pool
+from tfmkit.models.protocol import MODELS, FoundationModel, ModelOutput, mean_pool
 from tfmkit.models.rank_rope import CausalRankBlock, causal_mask, rope_tables
-
-N_SPECIAL_TOKENS = 4  # PAD, CLS, MASK, PERT (tfmkit.data.vocab.GeneVocab.N_SPECIAL)
+from tfmkit.models.transformer_config import N_SPECIAL_TOKENS, TransformerConfig
 
 
 @dataclass
-class GPLARConfig(FamilyConfig):
-    """Architecture and input construction of the GPL permuted-AR transformer (the number of
-    expressed genes per cell ``N`` is ``data.n_revealed``)."""
+class GPLARConfig(TransformerConfig):
+    """Architecture and input construction of the GPL permuted-AR transformer: the shared
+    :class:`~tfmkit.models.transformer_config.TransformerConfig` sizes (``dim`` is the width of
+    the gene tokens and hidden states; the ``depth`` blocks are causal; ``dim / heads`` must be
+    even for RoPE) plus the fields below (the number of expressed genes per cell ``N`` is
+    ``data.n_revealed``)."""
 
     family: str = "gpl_ar"
     """Model family name (always ``gpl_ar`` here)."""
-    dim: int = 128
-    """Model width ``d`` (gene tokens, hidden states)."""
-    depth: int = 2
-    """Number of causal transformer blocks."""
-    heads: int = 4
-    """Attention heads per block (``dim / heads`` must be even for RoPE)."""
-    mlp_ratio: float = 4.0
-    """Hidden width of each block's feed-forward layer as a multiple of ``dim``."""
     qk_norm: bool = True
     """LayerNorm on queries and keys per head before RoPE (GPL §4.1: all models use it)."""
     rope_base: float = 10000.0

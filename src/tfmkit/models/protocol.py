@@ -2,8 +2,9 @@
 
 A *family* (TxFM masked autoencoder, GPL permuted-AR, BMFM MLM, ...) is one module that
 
-1. defines a config dataclass deriving from :class:`FamilyConfig` (a docstring per field) and
-   a ``presets`` mapping of named sizes;
+1. defines a config dataclass deriving from :class:`FamilyConfig` (a docstring per field;
+   transformer families start from the shared fields of :mod:`tfmkit.models.transformer_config`)
+   and a ``presets`` mapping of named sizes;
 2. defines an ``nn.Module`` deriving from :class:`FoundationModel` whose ``forward(batch)``
    returns a :class:`ModelOutput`, with :meth:`~FoundationModel.cell_embedding` and
    :meth:`~FoundationModel.gene_tables`;
@@ -133,13 +134,7 @@ class FoundationModel(nn.Module):
             from tfmkit.errors import TfmkitError
 
             raise TfmkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
-        out = self.encode_cells(batch)
-        parts = []
-        if pooling in ("cls", "cls+mean"):
-            parts.append(out.cell)  # (B, D)
-        if pooling in ("mean", "cls+mean"):
-            parts.append(mean_pool(out.token_states, out.token_mask))  # (B, D)
-        return torch.cat(parts, dim=-1)  # (B, D) or (B, 2D)
+        return pool(self.encode_cells(batch), pooling)  # (B, D) or (B, 2D)
 
     def gene_tables(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """Per-gene learned vectors by kind, each ``(G, d)`` in vocabulary order."""
@@ -155,3 +150,17 @@ def mean_pool(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return states.mean(dim=1)  # (B, D)
     w = mask.to(states.dtype).unsqueeze(-1)  # (B, T, 1)
     return (states * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # (B, D)
+
+
+def pool(output: ModelOutput, pooling: str = "cls") -> torch.Tensor:
+    """``(B, D)`` cell embedding of a model ``output`` (``(B, 2D)`` for ``cls+mean``).
+
+    ``pooling`` (one of :data:`POOLINGS`): ``cls``, the ``cell`` state; ``mean``, the mean of
+    the non-padded ``token_states``; ``cls+mean``, both, concatenated.
+    """
+    parts = []
+    if pooling in ("cls", "cls+mean"):
+        parts.append(output.cell)  # (B, D)
+    if pooling in ("mean", "cls+mean"):
+        parts.append(mean_pool(output.token_states, output.token_mask))  # (B, D)
+    return torch.cat(parts, dim=-1)  # (B, D) or (B, 2D)

@@ -9,41 +9,26 @@ hidden states and predictions as a :class:`~tfmkit.models.protocol.ModelOutput`;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from tfmkit.data import keys as K
-from tfmkit.encoders import TokenEmbedding
 from tfmkit.models.heads import ClsDecoder
-from tfmkit.models.protocol import MODELS, FamilyConfig, FoundationModel, ModelOutput
-from tfmkit.models.transformer import SetEncoder
+from tfmkit.models.protocol import MODELS, FoundationModel, ModelOutput
+from tfmkit.models.transformer_config import N_SPECIAL_TOKENS, SetEncoderConfig, set_encoder, token_embedding
 from tfmkit.objectives import ACTIVATIONS
-
-N_SPECIAL_TOKENS = 4  # PAD, CLS, MASK, PERT (tfmkit.data.vocab.GeneVocab.N_SPECIAL)
 
 
 @dataclass
-class TxFMConfig(FamilyConfig):
-    """Architecture of a TxFM-style masked autoencoder (the ``library_size`` ``L`` is a data
-    setting, ``data.library_size``, passed to the model when it is built)."""
+class TxFMConfig(SetEncoderConfig):
+    """Architecture of a TxFM-style masked autoencoder: the shared set-encoder fields
+    (:class:`~tfmkit.models.transformer_config.SetEncoderConfig`) plus the CLS decoder (the
+    ``library_size`` ``L`` is a data setting, ``data.library_size``, passed to the model when it
+    is built)."""
 
     family: str = "txfm"
     """Model family name (always ``txfm`` here)."""
-    dim: int = 128
-    """Model width ``d``; with the ``concat`` encoder the gene embedding has ``d - 1`` dims."""
-    depth: int = 2
-    """Number of transformer encoder blocks."""
-    heads: int = 4
-    """Attention heads per block (``dim`` must be divisible by it)."""
-    mlp_ratio: float = 4.0
-    """Hidden width of each block's feed-forward layer as a multiple of ``dim``."""
-    drop_path: float = 0.0
-    """Maximum stochastic-depth rate (linearly increasing over blocks; TxFM Table 6)."""
-    layerscale_init: float = 0.1
-    """Initial LayerScale gamma; 0 disables LayerScale."""
-    qk_norm: bool = False
-    """LayerNorm on queries and keys per head (stabilises large models)."""
     decoder_layers: int = 4
     """Residual MLP layers of the CLS decoder; 0 = linear decoder (TxFM Table 5e)."""
     decoder_dim: int | None = None
@@ -51,14 +36,6 @@ class TxFMConfig(FamilyConfig):
     ``1.5 * dim`` so that parameter counts match the paper's 57M/159M/403M (see ``PRESETS``)."""
     activation: str = "rectified_tanh"
     """Decoder output activation (``tfmkit.objectives.ACTIVATIONS``)."""
-    gene_encoder: str = "learned"
-    """Gene encoding (``tfmkit.encoders.GENE_ENCODERS``)."""
-    gene_encoder_kwargs: dict = field(default_factory=dict)
-    """Extra constructor arguments for the gene encoder."""
-    expression_encoder: str = "concat"
-    """Expression encoding (``tfmkit.encoders.EXPRESSION_ENCODERS``); TxFM uses ``concat``."""
-    expression_encoder_kwargs: dict = field(default_factory=dict)
-    """Extra constructor arguments for the expression encoder."""
     gene_norm: bool = False
     """Rescale each gene vector ``E_i`` to unit RMS before it meets the expression encoding
     (``[sqrt(d-1) E_i/||E_i|| ; x_i]`` with ``concat``), so gene identity is visible in expressed
@@ -110,17 +87,8 @@ class TxFM(FoundationModel):
         self.config = config
         self.n_genes = n_genes
         self.library_size = float(library_size)
-        gene_kwargs = dict(config.gene_encoder_kwargs)
-        if config.gene_encoder == "learned":
-            gene_kwargs.setdefault("padding_idx", 0)
-        if config.gene_encoder == "pretrained" and vocab_genes is not None:
-            gene_kwargs.setdefault("vocab_genes", list(vocab_genes))
-        self.embed = TokenEmbedding(
-            N_SPECIAL_TOKENS + n_genes, config.dim, config.gene_encoder, config.expression_encoder,
-            gene_kwargs, config.expression_encoder_kwargs, gene_norm=config.gene_norm,
-        )
-        self.encoder = SetEncoder(config.dim, config.depth, config.heads, config.mlp_ratio,
-                                  config.drop_path, config.layerscale_init or None, config.qk_norm)
+        self.embed = token_embedding(config, n_genes, vocab_genes, gene_norm=config.gene_norm)
+        self.encoder = set_encoder(config)
         self.decoder = ClsDecoder(config.dim, n_genes, config.decoder_layers, config.decoder_dim)
         self._activation = ACTIVATIONS.get(config.activation)
 

@@ -16,8 +16,6 @@ model. Options live in ``train.task_kwargs`` (written by :func:`tfmkit.finetune.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,17 +23,12 @@ from torch import nn
 
 from tfmkit.errors import TfmkitError
 from tfmkit.models.grl import reverse_gradient
-from tfmkit.models.protocol import POOLINGS, mean_pool
-from tfmkit.tasks.base import TASKS, Task, task_class
+from tfmkit.models.protocol import POOLINGS, pool
+from tfmkit.tasks.base import TASKS, Task
+from tfmkit.tasks.finetuning import parent_task, stratified_split, task_options
 
 HEADS = ("linear", "mlp")
 LOSSES = ("ce", "weighted_ce", "focal")
-
-
-def base_task(cfg, n_genes: int, name: str, kwargs: dict | None = None) -> Task:
-    """The parent model's task (for its collators): ``cfg`` with ``train.task = name``."""
-    base_cfg = replace(cfg, train=replace(cfg.train, task=name, task_kwargs=dict(kwargs or {})))
-    return task_class(name).from_config(base_cfg, n_genes)
 
 
 @TASKS.register("celltype")
@@ -110,12 +103,9 @@ class CellTypeTask(Task):
 
     @classmethod
     def from_config(cls, cfg, n_genes: int) -> "CellTypeTask":
-        kw = dict(cfg.train.task_kwargs)
-        missing = {"classes", "label_key"} - set(kw)
-        if missing:
-            raise TfmkitError(f"train.task 'celltype' needs train.task_kwargs {sorted(missing)}; build it "
-                              "with tfmkit.finetune.finetune_celltype or `tfmkit finetune celltype`")
-        base = base_task(cfg, n_genes, kw.pop("base_task", "pretrain"), kw.pop("base_task_kwargs", None))
+        kw = task_options(cfg, cls.name, {"classes", "label_key"},
+                          "tfmkit.finetune.finetune_celltype or `tfmkit finetune celltype`")
+        base = parent_task(cfg, n_genes, kw)
         kw.pop("n_dropped_unlabelled", None)
         return cls(base, int(cfg.model.dim), **kw)
 
@@ -140,20 +130,12 @@ class CellTypeTask(Task):
         (``batch_key`` value, label) group, so each batch and class is seen by early stopping."""
         from tfmkit.data.collate_labels import label_codes
 
-        if not 0 <= val_fraction < 1:
-            raise TfmkitError(f"val_fraction must be in [0, 1), got {val_fraction}.")
         groups = label_codes(store, self.label_key, self.classes)
         if self.batch_key is not None:
             b = store.obs[self.batch_key].astype(str).to_numpy()
             groups = np.unique(np.char.add(np.char.add(b.astype(str), "\x00"), groups.astype(str)),
                                return_inverse=True)[1]
-        train, val = [], []
-        for g in np.unique(groups):
-            cells = np.random.default_rng([seed, int(g) + 1]).permutation(np.flatnonzero(groups == g))
-            n_val = int(round(val_fraction * len(cells)))
-            val.append(cells[:n_val])
-            train.append(cells[n_val:])
-        return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        return stratified_split(groups, val_fraction, seed)
 
     def norm(self, emb: torch.Tensor) -> torch.Tensor:
         """``(emb - shift) * scale`` with shift/scale the mean / 1 / std of the first training batch."""
@@ -166,12 +148,7 @@ class CellTypeTask(Task):
 
     def embedding(self, output) -> torch.Tensor:
         """``(B, D)`` (``(B, 2D)`` for ``cls+mean``) pooled cell embedding of a model output."""
-        parts = []
-        if self.pooling in ("cls", "cls+mean"):
-            parts.append(output.cell)  # (B, D)
-        if self.pooling in ("mean", "cls+mean"):
-            parts.append(mean_pool(output.token_states, output.token_mask))  # (B, D)
-        return torch.cat(parts, dim=-1).float()  # (B, D')
+        return pool(output, self.pooling).float()  # (B, D')
 
     def logits(self, output) -> torch.Tensor:
         """``(B, C)`` class logits (no dropout in eval mode)."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from tfmkit.errors import TfmkitError
 from tfmkit.tasks.base import TASKS, Task
-from tfmkit.tasks.celltype import base_task
+from tfmkit.tasks.finetuning import parent_task, stratified_split, task_options
 
 
 @TASKS.register("perturbation")
@@ -75,15 +75,11 @@ class PerturbationTask(Task):
         from tfmkit.data import keys as K
         from tfmkit.models.build import family_class
 
-        kw = dict(cfg.train.task_kwargs)
-        missing = {"perturbation_key", "target_index"} - set(kw)
-        if missing:
-            raise TfmkitError(f"train.task 'perturbation' needs train.task_kwargs {sorted(missing)}; build it "
-                              "with `tfmkit finetune perturbation`")
+        kw = task_options(cfg, cls.name, {"perturbation_key", "target_index"}, "`tfmkit finetune perturbation`")
         if K.VALUES not in family_class(cfg.model.family).batch_fields:
             raise TfmkitError(f"perturbation fine-tuning puts the perturbation code in the expression value "
                               f"of a token; model family {cfg.model.family!r} reads no values (use txfm or bmfm)")
-        base = base_task(cfg, n_genes, kw.pop("base_task", "pretrain"), kw.pop("base_task_kwargs", None))
+        base = parent_task(cfg, n_genes, kw)
         keep = {"n_revealed", "target_sum", "scale_weight"}
         return cls(base, int(cfg.model.dim), n_genes, kw["perturbation_key"], kw["target_index"],
                    **{k: v for k, v in kw.items() if k in keep})
@@ -116,16 +112,8 @@ class PerturbationTask(Task):
 
     def split(self, store, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Validation cells stratified by perturbation (``round(val_fraction * n_p)`` of each)."""
-        if not 0 <= val_fraction < 1:
-            raise TfmkitError(f"val_fraction must be in [0, 1), got {val_fraction}.")
         codes = np.unique(store.obs[self.perturbation_key].astype(str).to_numpy(), return_inverse=True)[1]
-        train, val = [], []
-        for g in np.unique(codes):
-            cells = np.random.default_rng([seed, int(g) + 1]).permutation(np.flatnonzero(codes == g))
-            n_val = int(round(val_fraction * len(cells)))
-            val.append(cells[:n_val])
-            train.append(cells[n_val:])
-        return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        return stratified_split(codes, val_fraction, seed)
 
     def outputs(self, output, observable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log q (B, G), s (B,))``: log proportions over the observable genes (``-inf``

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmkit.data.sources import (SCAN_BLOCK, gene_statistics, harmonized_columns, resolve_paths, scan_file,
-                                 scan_rows, vocab_from_counts)
+from tfmkit.data.sources import (SCAN_BLOCK, harmonized_columns, resolve_paths, scan_file, scan_rows,
+                                 vocab_column_maps)
 from tfmkit.data.stores.base import remap_csr
 from tfmkit.data.stores.sharded import DEFAULT_SHARD_CELLS, FORMAT, MANIFEST, VERSION
 from tfmkit.errors import TfmkitError
@@ -106,8 +106,6 @@ def write_store(inputs, out, *, layer: str | None = None, min_cells: int = 10,
     from anndata.io import write_elem
     import h5py
 
-    from tfmkit.data.corpus import _check_genes_map
-
     out = Path(out)
     if out.exists():
         raise TfmkitError(f"{out} already exists; choose another --out or remove it first.")
@@ -128,15 +126,8 @@ def write_store(inputs, out, *, layer: str | None = None, min_cells: int = 10,
         r.close()
         stats.append(st)
         cols.append((symbols, col, a))
-    vocab = vocab_from_counts([(s, st.nonzero[c]) for (s, c, _), st in zip(cols, stats)], min_cells)
-    colmaps = []
-    for (name, _), (symbols, col, a), st in zip(files, cols, stats):
-        gi = vocab.gene_index(symbols)
-        _check_genes_map(name, a, vocab, False, allow_low_coverage)
-        cm = np.full(st.n_vars, -1, np.int64)
-        cm[col] = gi
-        colmaps.append(cm)
-    gs = gene_statistics(vocab, colmaps, stats)
+    vocab, colmaps, gs = vocab_column_maps([name for name, _ in files], cols, stats, min_cells=min_cells,
+                                           allow_low_coverage=allow_low_coverage)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
