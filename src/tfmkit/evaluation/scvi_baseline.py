@@ -34,10 +34,30 @@ def scvi_embedding(counts, *, batches=None, n_latent: int = N_LATENT,
         raise TfmkitError("the scvi baseline needs scvi-tools: pip install 'tfmkit[baselines]'")
     import logging
 
+    import scvi
+
+    # Lightning's console chatter (seed, GPU/TPU lines, tips, log-interval warnings) would flood
+    # tfmkit's output: silenced for this call only, the loggers' levels are restored after.
+    quiet = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric",
+                                            "lightning_fabric", "pytorch_lightning")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    try:
+        return _fit(scvi, counts, batches, n_latent, max_epochs, seed)
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+
+
+def _fit(scvi, counts, batches, n_latent: int, max_epochs: int, seed: int) -> np.ndarray:
+    """Set up, train and embed with scVI (see :func:`scvi_embedding`)."""
+    import logging
+    import warnings
+
     import anndata as ad
     import pandas as pd
     import scipy.sparse as sp
-    import scvi
 
     scvi.settings.seed = int(seed)
     scvi.settings.verbosity = logging.ERROR
@@ -50,6 +70,8 @@ def scvi_embedding(counts, *, batches=None, n_latent: int = N_LATENT,
     a = ad.AnnData(X=X, obs=obs)
     scvi.model.SCVI.setup_anndata(a, batch_key="batch" if batches is not None else None)
     model = scvi.model.SCVI(a, n_latent=n_latent)
-    model.train(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False,
-                early_stopping=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False,
+                    early_stopping=False, logger=False, enable_model_summary=False)
     return np.asarray(model.get_latent_representation(), dtype=np.float32)
