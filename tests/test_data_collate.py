@@ -226,3 +226,33 @@ def test_zero_fraction_batch_reveals_expressed_then_zeros(corpus):
     n_expr, n_zero = ((counts > 0) & obs).sum(1), ((counts == 0) & obs).sum(1)
     assert torch.equal(n_e, torch.clamp(n_expr, max=8))  # ceil(0.8 * 10) expressed slots
     assert torch.equal(n_z, torch.minimum(torch.round(n_e * 0.25).long(), n_zero))
+
+
+def test_per_cell_wrapper_stacks_single_cell_rows_and_pads_sequences(corpus):
+    from tfmkit.data.collate_ar import AutoregressiveCollator
+    from tfmkit.data.per_cell import PerCellCollator, per_cell
+
+    inner = AutoregressiveCollator(12, order="random")
+    wrapped = per_cell(inner)
+    assert isinstance(wrapped, PerCellCollator) and wrapped.per_cell_generators and wrapped.fields == inner.fields
+    assert per_cell(PretrainCollator(RevealSpec(5))).__class__ is PretrainCollator  # already per cell
+    cells = [91, 3, 60]  # 91: the small panel (short sequence) -> padded in the stack
+    gens = lambda: [torch.Generator().manual_seed(7 + c) for c in cells]  # noqa: E731
+    got = wrapped(corpus, cells, gens())
+    for i, c in enumerate(cells):
+        alone = inner(corpus, [c], torch.Generator().manual_seed(7 + c))
+        t = alone[keys.GENE_IDS].shape[1]
+        for k in alone:
+            row = got[k][i : i + 1]
+            if row.dim() >= 2 and k in (keys.GENE_IDS, keys.VALUES, keys.PADDING, "ranks"):
+                assert torch.equal(row[:, :t], alone[k]), k
+                assert (row[:, t:] == (True if k == keys.PADDING else 0)).all(), k  # right padding
+            else:
+                assert torch.equal(row, alone[k]), k
+    lengths = [int((~got[keys.PADDING][i]).sum()) for i in range(3)]
+    assert len(set(lengths)) > 1  # the case above did pad
+    # one generator (training): the inner collator unchanged
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    _assert_same(wrapped(corpus, cells, g1), inner(corpus, cells, g2))
+    with pytest.raises(ValueError, match="2 generators for 3 cells"):
+        wrapped(corpus, cells, gens()[:2])

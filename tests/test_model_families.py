@@ -52,6 +52,12 @@ def test_family_pretrain_save_load_embed_gene_tables(family, tmp_path, two_panel
     assert np.isfinite(unseen.obsm["X_fam"]).all() and unseen.obsm["X_fam"].std(0).max() > 0
     assert unseen.uns["tfmkit"]["X_fam"]["family"] == family
     assert (unseen.X != before.X).nnz == 0 and unseen.var.equals(before.var)  # nothing else changed
+    assert unseen.uns["tfmkit"]["X_fam"]["per_cell_seed"] is True
+    # a cell's embedding depends on the cell alone: not on the batch size or the row order
+    perm = np.random.default_rng(0).permutation(unseen.n_obs)
+    other = before[perm].copy()
+    tfmkit.embed(other, bundle, key="X_fam", batch_size=3)
+    np.testing.assert_allclose(other.obsm["X_fam"], unseen.obsm["X_fam"][perm], rtol=0, atol=1e-5)
 
     tables = bundle.module.gene_tables()
     assert tables, "a family exports at least one gene table"

@@ -66,20 +66,19 @@ def cell_seeds(corpus, seed: int, view: int = 0) -> np.ndarray:
     return out
 
 
-def _batches(corpus, collate, *, batch_size: int, seed: int, view: int, device):
-    """Batches of consecutive cells. A collator that takes one generator per cell
-    (``per_cell_generators``, e.g. TxFM's) gets generators seeded by :func:`cell_seeds`, so each
-    cell's reveal, and hence its embedding, is a function of the cell alone; other collators
-    get one generator per batch (seeded by batch position)."""
+def cell_batches(corpus, collate, *, batch_size: int, seed: int, view: int, device):
+    """Batches of consecutive cells, drawn with one generator per cell seeded by
+    :func:`cell_seeds`, so each cell's reveal, and hence its embedding, is a function of the cell
+    alone. Collators that draw batch-wise (GPL-AR, BMFM) are wrapped by
+    :class:`tfmkit.data.per_cell.PerCellCollator` to the same effect."""
+    from tfmkit.data.per_cell import per_cell as per_cell_collator
+
     n = corpus.n_cells
-    per_cell = bool(getattr(collate, "per_cell_generators", False))
-    seeds = cell_seeds(corpus, seed, view) if per_cell else None
+    collate = per_cell_collator(collate)  # every family: one generator per cell
+    seeds = cell_seeds(corpus, seed, view)
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
-        if per_cell:
-            g = [torch.Generator().manual_seed(int(s)) for s in seeds[idx]]
-        else:
-            g = torch.Generator().manual_seed(hash((seed, view, start)) % (2**63))
+        g = [torch.Generator().manual_seed(int(s)) for s in seeds[idx]]
         batch = collate(corpus, idx, g)
         yield idx, batch, {k: t.to(device) for k, t in batch.items()}
 
@@ -121,7 +120,7 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
     total = n_views * ((corpus.n_cells + batch_size - 1) // batch_size)
     bar = _bar(progress, total, "embed")
     for v in range(n_views):
-        for idx, _, batch in _batches(corpus, collate, batch_size=batch_size, seed=seed, view=v,
+        for idx, _, batch in cell_batches(corpus, collate, batch_size=batch_size, seed=seed, view=v,
                                       device=bm.device):
             e = module.cell_embedding(batch, pooling=pooling).float().cpu().numpy()  # (B, D)
             if out is None:
@@ -145,7 +144,7 @@ def embed(adata, model, *, key: str = DEFAULT_KEY, vocab=None, n_revealed: int |
         "step": bm.step, "n_revealed": getattr(spec, "n_revealed", None),
         "expressed_only": getattr(spec, "expressed_only", None),
         "zero_fraction": getattr(spec, "zero_fraction", None),
-        "per_cell_seed": bool(getattr(collate, "per_cell_generators", False)),
+        "per_cell_seed": True,  # every family (cell_batches)
         "n_views": n_views,
         "pooling": pooling, "seed": seed, "n_genes_used": int(len(corpus.observable[0])),
         "n_genes_vocab": bm.vocab.n_genes, "n_cells_no_counts": n_empty,
@@ -212,7 +211,7 @@ def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, reve
                           "reconstruction needs whole-cell targets (e.g. train.objective wced_loss)")
     bm.module.eval()
     parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}
-    for _, cpu_batch, batch in _batches(corpus, collate, batch_size=batch_size, seed=seed, view=0,
+    for _, cpu_batch, batch in cell_batches(corpus, collate, batch_size=batch_size, seed=seed, view=0,
                                         device=bm.device):
         out = bm.module(batch)
         logits = out.gene_logits.float()  # (B, G)

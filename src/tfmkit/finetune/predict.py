@@ -43,6 +43,7 @@ def predict_proba(adata, model, *, n_views: int = 1, batch_size: int = 64, seed:
                   allow_low_coverage: bool = False) -> tuple[np.ndarray, list[str]]:
     """``(probabilities (N, C), classes)`` of every cell, averaged over ``n_views`` reveals."""
     from tfmkit.finetune.run import target_corpus
+    from tfmkit.inference import cell_batches
 
     bm, task = load_classifier(model) if not isinstance(model, tuple) else model
     corpus = target_corpus(adata, bm, layer=layer, library_key=library_key,
@@ -51,10 +52,8 @@ def predict_proba(adata, model, *, n_views: int = 1, batch_size: int = 64, seed:
     bm.module.eval()
     proba = np.zeros((corpus.n_cells, len(task.classes)), dtype=np.float64)  # (N, C)
     for v in range(n_views):
-        for start in range(0, corpus.n_cells, batch_size):
-            idx = np.arange(start, min(start + batch_size, corpus.n_cells))
-            g = torch.Generator().manual_seed(hash((seed, v, start)) % (2**63))
-            batch = {k: t.to(bm.device) for k, t in collate(corpus, idx, g).items()}
+        for idx, _, batch in cell_batches(corpus, collate, batch_size=batch_size, seed=seed, view=v,
+                                      device=bm.device):  # per-cell reveal seeds, as tfmkit.embed
             logits = task.logits(bm.module.encode_cells(batch))  # (B, C)
             proba[idx] += torch.softmax(logits.float(), dim=-1).cpu().numpy() / n_views
     return proba.astype(np.float32), list(task.classes)
