@@ -113,8 +113,11 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: dict, v
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a model directory, a run directory (``RUN/model``) or a demo folder (``OUT/model``)."""
-    p = Path(path)
+    """Accept a model directory, a run directory (``RUN/model``), a demo folder (``OUT/model``) or
+    a Hub reference ``hf://owner/name[@revision]`` (:mod:`tfmkit.hub`)."""
+    from tfmkit.hub import is_hub_ref, resolve_hub_model
+
+    p = resolve_hub_model(path) if is_hub_ref(path) else Path(path)
     if not p.exists():
         raise TfmkitError(f"model directory {p} does not exist; pass the folder written by "
                           "`tfmkit pretrain --out` or `tfmkit demo` (it contains model.safetensors)")

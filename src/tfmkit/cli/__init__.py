@@ -19,6 +19,7 @@ module         commands
 ``predict``    ``tfmkit predict``
 ``datasets``   ``tfmkit datasets simulate-perturbseq``
 ``explain``    ``tfmkit explain``
+``hub``        ``tfmkit hub save|push``
 =============  ==========================================
 """
 
@@ -28,7 +29,7 @@ import typer
 
 from tfmkit.cli import ablate, benchmark, demo, doctor, embed, prepare, train
 from tfmkit.cli import finetune, predict
-from tfmkit.cli import datasets, explain
+from tfmkit.cli import datasets, explain, hub
 from tfmkit.cli.errors import TfmkitGroup
 
 __all__ = ["app", "benchmark_app", "main"]
@@ -72,6 +73,11 @@ datasets_app = typer.Typer(cls=TfmkitGroup, help="Bundled and SIMULATED datasets
 app.add_typer(datasets_app, name="datasets")
 datasets_app.command("simulate-perturbseq")(datasets.simulate_perturbseq)
 app.command("explain")(explain.explain)
+hub_app = typer.Typer(cls=TfmkitGroup, help="Share models in the Hugging Face Hub layout (load with --model hf://OWNER/NAME).",
+                      no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+hub_app.command("save")(hub.save)
+hub_app.command("push")(hub.push)
 
 
 def main() -> None:
