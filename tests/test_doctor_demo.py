@@ -29,7 +29,7 @@ def test_demo_tiny_end_to_end(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert {"dataset", "embedding", "task", "metric", "value"} <= set(df.columns)
     knn = df[(df.task == "knn_5fold") & (df.metric == "accuracy")]
-    names = {"tfmkit_zero_shot", "tfmkit_ssl_adapted", "tfmkit_random_init", "pca50", "lognorm",
+    names = {"tfmkit_zero_shot", "tfmkit_ssl_adapted", "tfmkit_target_scratch", "tfmkit_random_init", "pca50", "lognorm",
              "depth_only_control", "random_label_shuffle"}
     from tfmkit.evaluation.scvi_baseline import scvi_available
 
