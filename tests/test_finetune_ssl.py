@@ -29,3 +29,23 @@ def test_ssl_starts_from_the_parent_weights_and_its_learned_loss_parameters(tmp_
     a = separable(20, seed=2)
     tfmkit.embed(a, m)
     assert a.obsm["X_tfmkit"].shape == (20, 32)
+
+
+def test_ssl_from_scratch_keeps_the_architecture_but_not_the_weights(tmp_path):
+    from typer.testing import CliRunner
+
+    from tfmkit.cli import app
+
+    toy = separable()
+    parent = pretrain_parent(tmp_path / "p", toy, TINY)
+    toy.write_h5ad(tmp_path / "t.h5ad")
+    res = CliRunner().invoke(app, ["finetune", "ssl", "--model", str(parent), "--input", str(tmp_path / "t.h5ad"),
+                                   "--out", str(tmp_path / "scratch"), "--steps", "1", "--lr", "1e-9",
+                                   "--init", "random"])
+    assert res.exit_code == 0, res.output
+    m = tmp_path / "scratch" / "model"
+    before, after = load_file(str(parent / "model.safetensors")), load_file(str(m / "model.safetensors"))
+    assert set(before) == set(after) and all(before[k].shape == after[k].shape for k in before)
+    assert not all(torch.allclose(before[k], after[k], atol=1e-3) for k in before)  # fresh weights
+    cfg = json.loads((m / "config.json").read_text())
+    assert cfg["train"]["init_from"] is None and cfg["train"]["lr"] == 1e-9

@@ -68,9 +68,10 @@ def ssl(
     input: str = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: str = typer.Option(..., "--out", "-o", help=OUT_HELP),
     steps: int = typer.Option(200, "--steps", help="Optimiser steps."),
-    lr: float = typer.Option(3e-4, "--lr", help=LR_HELP),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default 3e-4; with --init random the parent's pretraining rate)."),
     batch_size: int = typer.Option(32, "--batch-size", help=BATCH_SIZE_HELP),
     mode: str = typer.Option("full", "--mode", help="full or partial (see finetune celltype)."),
+    init: str = typer.Option("pretrained", "--init", help="pretrained (adapt the model) or random (same architecture and objective, trained from scratch on these cells)."),
     layer: str = typer.Option(None, "--layer", help=LAYER_HELP),
     library_key: str = typer.Option(None, "--library-key", help="obs column of per-cell total counts."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order and masking."),
@@ -80,7 +81,7 @@ def ssl(
 
     adata = _read_input(out, input)
     path = finetune_ssl(model, adata, out, steps=steps, lr=lr, batch_size=batch_size, mode=mode,
-                        layer=layer, library_key=library_key, seed=seed, progress=True)
+                        layer=layer, library_key=library_key, seed=seed, init=init, progress=True)
     typer.echo(f"wrote {path} (embed with: tfmkit embed --model {path} --input A.h5ad --output B.h5ad)")
 
 
