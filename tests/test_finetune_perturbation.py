@@ -109,13 +109,14 @@ def test_loss_is_kl_of_log1p_proportions_plus_log_total(parent):
     for p in task.head.parameters():
         torch.nn.init.normal_(p, std=0.3)
     G = bm.vocab.n_genes
-    cell = torch.randn(3, 32)
+    cell, tok = torch.randn(3, 32), torch.randn(3, 5, 32)
     y = torch.rand(3, G) * (torch.rand(3, G) > 0.3)
     obs = torch.ones(3, G, dtype=torch.bool)
     obs[2, :5] = False
-    batch = {K.OBSERVABLE: obs, PERT_TARGET: y}
-    loss = task.loss(ModelOutput(cell=cell), batch).detach().numpy()
-    h = task.head(cell).detach().numpy()
+    batch = {K.OBSERVABLE: obs, PERT_TARGET: y, PERT_GENE: torch.tensor([3, -1, 7])}
+    out = ModelOutput(cell=cell, token_states=tok)
+    loss = task.loss(out, batch).detach().numpy()
+    h = task.head(torch.cat([cell, tok[:, 0] * torch.tensor([[1.0], [0.0], [1.0]])], 1)).detach().numpy()
     for i in range(3):
         m = obs[i].numpy()
         yi = (y[i].numpy() * m)[m]
@@ -123,8 +124,44 @@ def test_loss_is_kl_of_log1p_proportions_plus_log_total(parent):
         q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         ref = stats.entropy(yi / yi.sum(), q) + (np.log(yi.sum()) - h[i, G]) ** 2
         assert loss[i] == pytest.approx(ref, rel=1e-4)
-    pred = task.predict(ModelOutput(cell=cell), obs).detach().numpy()
+    pred = task.predict(out, batch).detach().numpy()
     assert pred[2, :5].max() == 0 and pred[0].sum() == pytest.approx(np.exp(h[0, G]), rel=1e-4)
+
+
+def test_head_reads_the_perturbation_token_state(parent):
+    """Defect: the CLS-only head learned effects ~30x smaller than observed on the simulated
+    screen; the head now also reads the perturbation token's own output state (zero for controls)."""
+    from dataclasses import replace
+
+    from tfmkit.tasks import build_task
+
+    bm = tfmkit.load_model(parent)
+    cfg = bm.run_config
+    cfg = replace(cfg, train=replace(cfg.train, task="perturbation",
+                                     task_kwargs={"perturbation_key": "perturbation", "target_index": {"CD3E": 0}}))
+    task = build_task(cfg, bm.vocab.n_genes).eval()
+    torch.manual_seed(0)
+    for p in task.head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    obs = torch.ones(2, bm.vocab.n_genes, dtype=torch.bool)
+    cell, tok = torch.randn(1, 32).expand(2, 32), torch.randn(2, 4, 32)  # same cell state, other tokens
+    pert = task.predict(ModelOutput(cell=cell, token_states=tok), {K.OBSERVABLE: obs, PERT_GENE: torch.tensor([0, 1])})
+    assert (pert[0] - pert[1]).abs().max() > 1e-3  # the token state changes the prediction
+    ctrl = task.predict(ModelOutput(cell=cell, token_states=tok), {K.OBSERVABLE: obs, PERT_GENE: torch.tensor([-1, -1])})
+    torch.testing.assert_close(ctrl[0], ctrl[1])  # no token: only the cell state counts
+    cls = build_task(replace(cfg, train=replace(cfg.train, task_kwargs={**cfg.train.task_kwargs, "token_readout": False})),
+                     bm.vocab.n_genes)
+    assert cls.head[0].in_features == 32 and task.head[0].in_features == 64
+
+
+def test_additive_shift_matches_brute_force():
+    rng = np.random.default_rng(1)
+    keys = [("A", "p1"), ("A", "p2"), ("B", "p1"), ("C", "p1"), ("C", "p2"), ("C", "p3")]
+    delta = rng.normal(size=(len(keys), 7))
+    got = pp.additive_shift(keys, delta, "C", ["p1", "p2"])
+    np.testing.assert_allclose(got, [(delta[0] + delta[2]) / 2, delta[1]])  # C itself excluded
+    np.testing.assert_allclose(pp.additive_shift(keys, delta, "A", ["p1", "p3"]), [(delta[2] + delta[3]) / 2, delta[5]])
+    assert pp.additive_shift(keys, delta, "C", ["p3"]) is None  # p3 only trained in the held-out context
 
 
 def test_metrics_match_independent_references():
@@ -167,12 +204,22 @@ def test_finetune_records_parent_task_and_split(fitted, parent, screen):
 
 def test_benchmark_rows_and_learned_knockdown(fitted, screen):
     res, per = pp.benchmark_perturbation_prediction(fitted, screen, n_control=24)
-    assert set(res["embedding"]) == {"finetuned_model", "finetuned_model_delta", "control_mean", "train_mean",
-                                 "linear_gene_embedding"}
+    assert set(res["embedding"]) == {"finetuned_model", "finetuned_model_absolute", "control_mean", "train_mean",
+                                     "linear_gene_embedding", "additive_shift"}
     assert set(res["metric"]) == set(pp.METRICS) and (res["task"] == "perturbation_prediction").all()
     assert set(per["context"]) == {"B"} and set(per["perturbation"]) == set(TARGETS)
     v = res.set_index(["embedding", "metric"])["value"]
     assert v["control_mean", "mae"] == pytest.approx(per.query("embedding == 'control_mean' and metric == 'mae'")["value"].mean())
+    # additive_shift: ctrl(B) + pseudobulk(A, p) - ctrl(A), brute force in log1p(1e4) space
+    X = screen.X.toarray()
+    L = np.log1p(1e4 * X / X.sum(1, keepdims=True))
+    lab, ctx = screen.obs["perturbation"].astype(str).to_numpy(), screen.obs["context"].astype(str).to_numpy()
+    m = lambda p, c: L[(lab == p) & (ctx == c)].mean(0)  # noqa: E731
+    brute = {p: np.abs(m("non-targeting", "B") + m(p, "A") - m("non-targeting", "A") - m(p, "B")).mean()
+             for p in TARGETS}
+    got = per.query("embedding == 'additive_shift' and metric == 'mae'").set_index("perturbation")["value"]
+    for p in TARGETS:
+        assert got[p] == pytest.approx(brute[p], rel=1e-4)
     # the model predicts each target knocked down in the held-out context, from its controls only
     bm, task = pp.load_perturbation_model(fitted)
     store = Corpus.from_adatas({"x": screen}, vocab=bm.vocab)

@@ -9,11 +9,15 @@ target gene hidden), the fine-tuned head predicts that cell's perturbed profile,
 prediction for ``(c, p)`` is the mean over those cells. No perturbed cell of ``c`` is ever
 input. The same rule serves both splits (held-out perturbations: the controls of each context).
 
-A second model row, ``finetuned_model_delta``, is not in GPL: the observed control mean plus the
-model's predicted effect, ``ctrl + mean(pred | token p) - mean(pred | no token)`` over the same
-control inputs, so the model's error in reconstructing the context's unperturbed profile cancels
-and only its predicted change is scored. (Without ``--train-controls`` the no-token input was
-never trained on.)
+Two readouts of the model, over the same control inputs (the same revealed genes per cell in both
+passes, so their sampling noise cancels): the *absolute* one above (GPL) and the *delta* one (ours),
+the observed control mean plus the model's predicted effect, ``ctrl + mean(pred | token p) -
+mean(pred | no token)``, so the model's error in reconstructing the context's unperturbed profile
+cancels and only its predicted change is scored. The headline row ``finetuned_model`` is the delta
+readout when the model was fine-tuned with ``--train-controls`` (the no-token input was trained
+on; the other row is then ``finetuned_model_absolute``), else the absolute one (the other row is
+``finetuned_model_delta``, whose no-token input was never trained on). The rule is fixed a priori,
+never chosen on the evaluated labels.
 
 **Space.** Observed and predicted profiles are ``log1p(1e4 * counts / library)`` (VCC), over
 the genes of the input that are in the model's vocabulary; pseudobulk = mean over cells.
@@ -36,7 +40,14 @@ the genes of the input that are in the model's vocabulary; pseudobulk = mean ove
 **Baselines**: ``control_mean`` (the context's control mean), ``train_mean`` (mean of all
 perturbed training cells) and ``linear_gene_embedding`` (Ahlmann-Eltze et al. 2025: ridge
 regression, ``alpha`` by leave-one-out CV, of the training pairs' ``pseudobulk - ctrl`` on the
-target gene's model gene embedding, added to the evaluation context's control mean).
+target gene's model gene embedding, added to the evaluation context's control mean) and, on the
+context split, ``additive_shift`` (:func:`additive_shift`: the evaluation context's control mean
+plus the perturbation's mean observed effect in the training contexts; no model involved — the
+strong reference of leave-one-context-out).
+
+A prediction that does not depend on the perturbation (``control_mean``, ``train_mean``, a model
+that ignores its token) has ``centroid_accuracy`` exactly ``1/P``: only the perturbation whose
+observed pseudobulk lies nearest that one vector is counted.
 """
 
 from __future__ import annotations
@@ -133,15 +144,13 @@ def load_perturbation_model(model):
 def _mean_prediction(bm, task, store, cells, target: int, batch_size: int, seed: int) -> np.ndarray:
     """``(G,)`` mean predicted profile of ``cells`` given perturbation token ``target``
     (vocabulary gene index; ``-1``: no token)."""
-    from tfmkit.data import keys as K
-
     collate = task.collator(store, targets=int(target))
     out = np.zeros(bm.vocab.n_genes, np.float64)
     for start in range(0, len(cells), batch_size):
         idx = cells[start:start + batch_size]
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + start)
         batch = {k: v.to(bm.device) for k, v in collate(store, idx, gen).items()}
-        pred = task.predict(bm.module.encode_cells(batch), batch[K.OBSERVABLE])  # (B, G)
+        pred = task.predict(bm.module.encode_cells(batch), batch)  # (B, G)
         out += pred.double().sum(0).cpu().numpy() / len(cells)
     return out
 
@@ -211,6 +220,21 @@ def _linear_baseline(bm, pair_delta, pair_genes, query_genes) -> np.ndarray | No
     return fit.predict(E[query_genes])
 
 
+def additive_shift(pair_keys: list[tuple[str, str]], pair_delta: np.ndarray, context: str,
+                   perturbations: list[str]) -> np.ndarray | None:
+    """``(P, g)`` additive context transfer: for each perturbation ``p``, the mean over the
+    training contexts ``c' != context`` of ``pseudobulk(c', p) - ctrl(c')`` (``pair_delta`` rows,
+    keyed by ``pair_keys = [(c', p)]``). ``None`` when some ``p`` was never trained in another
+    context (always so on the held-out-perturbation split, where the baseline is undefined)."""
+    rows = {}
+    for i, (c, p) in enumerate(pair_keys):
+        if c != context:
+            rows.setdefault(p, []).append(i)
+    if not perturbations or any(p not in rows for p in perturbations):
+        return None
+    return np.stack([pair_delta[rows[p]].mean(0) for p in perturbations])  # (P, g)
+
+
 def benchmark_perturbation_prediction(model, adata, *, n_control: int = 512, n_hvg: int = 2000,
                                       seed: int = 0, layer: str | None = None,
                                       library_key: str | None = None,
@@ -268,13 +292,17 @@ def benchmark_perturbation_prediction(model, adata, *, n_control: int = 512, n_h
         true_de = [de_genes(obs_cells[p], ctrl_X) for p in perts]
         inputs = rng.choice(ctrl_cells, size=min(n_control, len(ctrl_cells)), replace=False)
         model_pred = predict_pseudobulk(bm, task, store, inputs, [*perts, None], seed=seed)[:, genes]
-        preds = {MODEL_NAME: model_pred[:-1],
-                 f"{MODEL_NAME}_delta": ctrl + model_pred[:-1] - model_pred[-1],
-                 "control_mean": np.tile(ctrl, (len(perts), 1)),
-                 "train_mean": np.tile(train_mean, (len(perts), 1))}
+        absolute, delta = model_pred[:-1], ctrl + model_pred[:-1] - model_pred[-1]
+        preds = ({MODEL_NAME: delta, f"{MODEL_NAME}_absolute": absolute} if kw.get("train_controls")
+                 else {MODEL_NAME: absolute, f"{MODEL_NAME}_delta": delta})
+        preds["control_mean"] = np.tile(ctrl, (len(perts), 1))
+        preds["train_mean"] = np.tile(train_mean, (len(perts), 1))
         lin = _linear_baseline(bm, pair_delta, pair_genes, bm.vocab.gene_index(perts))
         if lin is not None:
             preds["linear_gene_embedding"] = ctrl + lin
+        add = additive_shift(pair_keys, pair_delta, c, perts)
+        if add is not None:
+            preds["additive_shift"] = ctrl + add
         for name, pred in preds.items():
             values = {"mae": pseudobulk_mae(pred, obs), "mae_hvg": pseudobulk_mae(pred, obs, hvg),
                       "pearson_delta": pearson_delta(pred, obs, ctrl),

@@ -142,7 +142,7 @@ def finetune_perturbation(model, adata, out, *, layout: str = "tfmkit", split: s
                           lr: float = 3e-4, batch_size: int = 32, weight_decay: float = 0.01,
                           val_fraction: float = 0.1, val_every: int = 50, patience: int = 0,
                           n_revealed: int | None = None, scale_weight: float = 1.0,
-                          train_controls: bool = False,
+                          train_controls: bool = False, token_readout: bool = True,
                           holdout_fraction: float = 0.2, init: str = "pretrained", seed: int = 0,
                           layer: str | None = None, library_key: str | None = None,
                           allow_low_coverage: bool = False, progress: bool = False) -> Path:
@@ -152,7 +152,9 @@ def finetune_perturbation(model, adata, out, *, layout: str = "tfmkit", split: s
 
     ``n_revealed``: genes of each cell after the perturbation token (default: the parent's
     ``K``). ``train_controls``: also train on the control cells of every context (see
-    :func:`plan_split`; GPL trains on perturbed cells only). ``mode`` as in :func:`tfmkit.finetune.finetune_celltype` (GPL unfreezes everything:
+    :func:`plan_split`; GPL trains on perturbed cells only). ``token_readout``: the head also reads
+    the perturbation token's output state (:mod:`tfmkit.tasks.perturbation`; ``False``: GPL's
+    CLS-only head). ``mode`` as in :func:`tfmkit.finetune.finetune_celltype` (GPL unfreezes everything:
     ``full``). ``init="random"``: the same architecture from random weights (control).
     """
     check_out(out)
@@ -175,7 +177,8 @@ def finetune_perturbation(model, adata, out, *, layout: str = "tfmkit", split: s
                   context_key=cols["context_key"], layout=layout, split=plan["split"],
                   holdout=plan["holdout"], heldout_perturbations=plan["heldout_perturbations"],
                   eval_contexts=plan["eval_contexts"], dropped_targets=plan["dropped_targets"],
-                  n_dropped_cells=plan["n_dropped_cells"], train_controls=bool(train_controls))
+                  n_dropped_cells=plan["n_dropped_cells"], train_controls=bool(train_controls),
+                  token_readout=bool(token_readout))
     cfg = finetune_config(parent, "perturbation", kwargs, init=init, val_fraction=val_fraction, steps=steps,
                           lr=lr, batch_size=batch_size, weight_decay=weight_decay, val_every=val_every,
                           patience=patience, freeze=mode, unfreeze_blocks=unfreeze_blocks, seed=seed,

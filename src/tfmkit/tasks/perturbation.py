@@ -2,8 +2,13 @@
 
 Each training example is one perturbed cell: a perturbation token for its target gene, then a
 random subsequence of the cell's expression (:mod:`tfmkit.data.collate_perturbation`). The
-pretraining head is replaced by a fresh MLP on the cell state, ``d -> 4d -> SiLU -> G + 1``:
-``G`` per-gene logits ``z`` and one log-total ``s``. The loss is the KL divergence between the
+pretraining head is replaced by a fresh MLP, ``d_in -> 4d -> SiLU -> G + 1``: ``G`` per-gene
+logits ``z`` and one log-total ``s``. Its input is the cell state ``h_cls`` (``d_in = d``, GPL) or,
+with ``token_readout`` (the default; ours), ``[h_cls; h_pert]`` (``d_in = 2d``), where ``h_pert``
+is the encoder's output at the perturbation token (zeros for a control cell, which has none). On
+the simulated screen the CLS-only head learned predicted effects ~30x smaller than the observed
+ones (the single token's signal is diluted among the ``K`` revealed genes); the direct path lets
+the head read which gene was perturbed. The loss is the KL divergence between the
 observed and predicted profiles in log1p-normalised proportion space,
 
     ``p_g = y_g / sum_h y_h``,  ``y = log1p(1e4 * counts / library)``  (observed, VCC space)
@@ -16,7 +21,7 @@ log1p-normalised expression the metrics compare. The readout layer starts at zer
 (muP's zero readout) with its bias set from the first training batch (``log`` mean proportions
 and mean ``log`` total, ActNorm-style data-dependent init, saved with the head).
 
-Only the ``cell`` output is read; the loop calls ``model.encode_cells``. Options live in
+Only the ``cell`` (and ``token_states``) outputs are read; the loop calls ``model.encode_cells``. Options live in
 ``train.task_kwargs`` (written by :func:`tfmkit.finetune.perturbation.finetune_perturbation`).
 """
 
@@ -53,19 +58,24 @@ class PerturbationTask(Task):
         Normalisation target of the observed profiles (``1e4``).
     scale_weight
         Weight of the log-total term.
+    token_readout
+        Feed the perturbation token's output state to the head beside the CLS state (module doc).
     """
 
     name = "perturbation"
     encoder_only = True
 
     def __init__(self, base: Task, dim: int, n_genes: int, perturbation_key: str, target_index: dict, *,
-                 n_revealed: int = 256, target_sum: float = 1e4, scale_weight: float = 1.0) -> None:
+                 n_revealed: int = 256, target_sum: float = 1e4, scale_weight: float = 1.0,
+                 token_readout: bool = True) -> None:
         super().__init__()
         object.__setattr__(self, "_base", base)  # collators only; not a submodule
         self.n_genes, self.perturbation_key = int(n_genes), perturbation_key
         self.target_index = {str(k): int(v) for k, v in dict(target_index).items()}
         self.n_revealed, self.target_sum, self.scale_weight = int(n_revealed), float(target_sum), float(scale_weight)
-        self.head = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, self.n_genes + 1))
+        self.token_readout = bool(token_readout)
+        d_in = (2 if self.token_readout else 1) * dim
+        self.head = nn.Sequential(nn.Linear(d_in, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, self.n_genes + 1))
         nn.init.zeros_(self.head[2].weight)  # muP zero readout; bias set from the first batch
         nn.init.zeros_(self.head[2].bias)
         self.register_buffer("bias_initialised", torch.zeros((), dtype=torch.bool))
@@ -80,13 +90,14 @@ class PerturbationTask(Task):
             raise TfmkitError(f"perturbation fine-tuning puts the perturbation code in the expression value "
                               f"of a token; model family {cfg.model.family!r} reads no values (use txfm or bmfm)")
         base = parent_task(cfg, n_genes, kw)
-        keep = {"n_revealed", "target_sum", "scale_weight"}
+        keep = {"n_revealed", "target_sum", "scale_weight", "token_readout"}
         return cls(base, int(cfg.model.dim), n_genes, kw["perturbation_key"], kw["target_index"],
                    **{k: v for k, v in kw.items() if k in keep})
 
     @classmethod
     def required_outputs(cls, cfg) -> frozenset[str]:
-        return frozenset({"cell"})
+        token = dict(cfg.train.task_kwargs).get("token_readout", True)
+        return frozenset({"cell", "token_states"} if token else {"cell"})
 
     def store_targets(self, store) -> np.ndarray:
         """``(n_cells,)`` vocabulary gene index of each store cell's perturbation (``-1`` when the
@@ -115,16 +126,28 @@ class PerturbationTask(Task):
         codes = np.unique(store.obs[self.perturbation_key].astype(str).to_numpy(), return_inverse=True)[1]
         return stratified_split(codes, val_fraction, seed)
 
-    def outputs(self, output, observable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def head_input(self, output, pert_gene: torch.Tensor) -> torch.Tensor:
+        """``(B, d_in)`` head input: the cell state, then (``token_readout``) the output state of
+        the perturbation token (position 0 of ``token_states``; zeros where ``pert_gene < 0``)."""
+        cell = output.cell.float()  # (B, d)
+        if not self.token_readout:
+            return cell
+        tok = output.token_states[:, 0].float() * (pert_gene >= 0).to(cell.dtype)[:, None]  # (B, d)
+        return torch.cat([cell, tok], dim=1)  # (B, 2d)
+
+    def outputs(self, output, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log q (B, G), s (B,))``: log proportions over the observable genes (``-inf``
         elsewhere) and the predicted log total."""
-        h = self.head(output.cell.float())  # (B, G + 1)
-        z = h[:, :self.n_genes].masked_fill(~observable, float("-inf"))  # (B, G)
+        from tfmkit.data import keys as K
+        from tfmkit.data.collate_perturbation import PERT_GENE
+
+        h = self.head(self.head_input(output, batch[PERT_GENE]))  # (B, G + 1)
+        z = h[:, :self.n_genes].masked_fill(~batch[K.OBSERVABLE], float("-inf"))  # (B, G)
         return F.log_softmax(z, dim=-1), h[:, self.n_genes]  # (B, G), (B,)
 
-    def predict(self, output, observable: torch.Tensor) -> torch.Tensor:
+    def predict(self, output, batch: dict) -> torch.Tensor:
         """``(B, G)`` predicted log1p-normalised profile ``exp(s) q`` (0 on unobservable genes)."""
-        logq, s = self.outputs(output, observable)
+        logq, s = self.outputs(output, batch)
         return torch.exp(logq + s[:, None])  # (B, G)
 
     def _init_bias(self, y: torch.Tensor, tot: torch.Tensor, ok: torch.Tensor) -> None:
@@ -144,7 +167,7 @@ class PerturbationTask(Task):
         ok = tot > 0  # (B,)
         if self.training and not bool(self.bias_initialised) and bool(ok.any()):
             self._init_bias(y, tot, ok)
-        logq, s = self.outputs(output, obs)  # (B, G), (B,)
+        logq, s = self.outputs(output, batch)  # (B, G), (B,)
         p = y / tot.clamp_min(1e-12)[:, None]  # (B, G)
         kl = (torch.xlogy(p, p) - torch.where(p > 0, p * logq, torch.zeros_like(p))).sum(1)  # (B,)
         scale = (torch.log(tot.clamp_min(1e-12)) - s) ** 2  # (B,)
