@@ -109,7 +109,9 @@ def test_finetune_perturbation_then_benchmark(screen_files):
 
     res = pd.read_csv(d / "res" / "results.csv")
     assert {"embedding", "task", "metric", "value", "n_perturbations", "split", "holdout"} <= set(res.columns)
-    assert len(res) == 5 * 5 and set(res["holdout"]) == {"B"}
+    # 5 metrics x (model, its delta/absolute variant, control_mean, train_mean, linear, additive_shift)
+    assert set(res["embedding"]) >= {"finetuned_model", "control_mean", "train_mean", "additive_shift"}
+    assert len(res) == 5 * res["embedding"].nunique() and set(res["holdout"]) == {"B"}
     assert (d / "res" / "per_perturbation.csv").exists() and "Perturbation prediction" in (d / "res" / "results.md").read_text()
     r = runner.invoke(app, ["benchmark", "perturbation-prediction", "--model", str(parent), "--input",
                             str(d / "screen.h5ad"), "--out", str(d / "res2")])

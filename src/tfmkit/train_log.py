@@ -29,8 +29,8 @@ class CsvLog:
         if not force:
             return
         now = time.perf_counter()
-        self.writer.writerow({"step": step, "loss": f"{loss:.6f}",
-                              "val_loss": "" if val is None else f"{val:.6f}", "lr": f"{lr:.6e}",
+        self.writer.writerow({"step": step, "loss": f"{loss:.8g}",
+                              "val_loss": "" if val is None else f"{val:.8g}", "lr": f"{lr:.6e}",
                               "cells_per_s": f"{self.cells / max(now - self.tick, 1e-9):.1f}",
                               "elapsed_s": f"{now - self.t0:.2f}"})
         self.fh.flush()

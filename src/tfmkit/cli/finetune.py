@@ -40,6 +40,7 @@ def celltype(
     mode: str = typer.Option("full", "--mode", help=MODE_HELP),
     unfreeze_blocks: int = typer.Option(1, "--unfreeze-blocks", help="Blocks trained with --mode partial."),
     head: str = typer.Option("linear", "--head", help="Classifier head: linear or mlp."),
+    pooling: str = typer.Option("mean", "--pooling", help="Cell embedding fed to the head: mean (of token states; the issue-12 ablation's choice), cls or cls+mean."),
     loss: str = typer.Option("weighted_ce", "--loss", help="ce, weighted_ce (balanced class weights) or focal."),
     steps: int = typer.Option(300, "--steps", help="Optimiser steps (early stopping may end sooner)."),
     lr: float = typer.Option(3e-4, "--lr", help=LR_HELP),
@@ -57,7 +58,7 @@ def celltype(
     adata = _read_input(out, input)
     path = finetune_celltype(model, adata, label_key, out, batch_key=batch_key,
                              adversarial_batch=adversarial_batch, mode=mode,
-                             unfreeze_blocks=unfreeze_blocks, head=head, loss=loss, steps=steps, lr=lr,
+                             unfreeze_blocks=unfreeze_blocks, head=head, pooling=pooling, loss=loss, steps=steps, lr=lr,
                              batch_size=batch_size, patience=patience, n_revealed=n_revealed, init=init,
                              layer=layer, library_key=library_key, seed=seed, progress=True)
     typer.echo(f"wrote {path} (predict with: tfmkit predict --model {path} --input B.h5ad --output C.h5ad)")

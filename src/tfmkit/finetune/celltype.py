@@ -37,7 +37,7 @@ def class_weights(labels: np.ndarray, classes: list[str]) -> list[float]:
 
 def finetune_celltype(model, adata, label_key: str, out, *, batch_key: str | None = None,
                       adversarial_batch: bool = False, mode: str = "full", unfreeze_blocks: int = 1,
-                      head: str = "linear", pooling: str = "cls", loss: str = "weighted_ce",
+                      head: str = "linear", pooling: str = "mean", loss: str = "weighted_ce",
                       steps: int = 300, lr: float = 3e-4, batch_size: int = 32,
                       weight_decay: float = 0.01, val_fraction: float = 0.1, val_every: int = 25,
                       patience: int = 4, adversary_weight: float = 1.0, init: str = "pretrained",
