@@ -72,3 +72,19 @@ def test_celltype_batch_only_without_labels(lognorm_with_raw, tmp_path):
     df = pd.read_csv(tmp_path / "o" / "results.csv")
     assert "ilisi" in set(df.metric)
     assert not {"nmi", "ari", "asw_label", "clisi"} & set(df.metric)  # nothing scored against labels
+
+
+@pytest.mark.parametrize("name", ["celltype", "genes", "pretraining"])
+def test_max_cells_zero_is_refused_before_any_work(name, tmp_path):
+    error("benchmark", name, *BENCHMARKS[name], "--max-cells", "0", "--out", tmp_path / "o",
+          match="--max-cells must be a positive number of cells (or omitted to keep every cell), got 0")
+    assert not (tmp_path / "o").exists()
+
+
+def test_celltype_max_cells_subsamples_and_says_so(lognorm_with_raw, tmp_path):
+    res = cli("benchmark", "celltype", "--input", lognorm_with_raw, "--label-key", "cell_type",
+              "--layer", "raw", *FAST, "--max-cells", "40", "--seed", "1", "--out", tmp_path / "o")
+    assert "subsampled 40 of 60 cells (--max-cells 40, --seed 1, stratified by 'cell_type')" in res.stderr
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert (df.n_cells_used == 40).all() and (df.max_cells == 40).all()
+    assert "40 of 60 cells (--max-cells 40, --seed 1" in (tmp_path / "o" / "results.md").read_text()

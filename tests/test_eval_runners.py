@@ -57,7 +57,9 @@ def test_benchmark_celltype_long_format(pbmc):
                                     obsm_keys=["X_pca"], baselines=("lognorm", "hvg5000", "pca20",
                                                                     "random_label_shuffle"),
                                     n_cells=200, n_seeds=2, probes=("knn",))
-    assert list(df.columns) == ["embedding", "task", "metric", "value", "std", "n_seeds"]
+    assert list(df.columns) == ["embedding", "task", "metric", "value", "std", "n_seeds",
+                                "n_cells_used", "max_cells"]
+    assert (df.n_cells_used == 240).all() and df.max_cells.isna().all()
     assert set(df.embedding) == {"X_pca", "lognorm", "pca20", "random_label_shuffle"}  # hvg5000 >= n_vars
     assert (df.n_seeds[df.task == "clustering"] == 2).all()
     nmi = df[df.metric == "nmi"].set_index("embedding")["value"]
@@ -215,17 +217,86 @@ def test_benchmark_pretraining_top_context_with_real_model(pbmc, model):
 
 def test_benchmark_pretraining_with_real_model(pbmc, model):
     from tfmkit.evaluation.pretraining_quality import reconstruction_metrics
-    from tfmkit.inference import reconstruct
+    from tfmkit.inference import context_size, reconstruct
 
     a = pbmc[:40].copy()
     p = runners.benchmark_pretraining(model, a, mask_rates=(0.5, 0.9), n_seeds=2, reveal="random")
     assert set(p.task) == {"mask50", "mask90"} and set(p.embedding) == {"model", "gene_mean"}
-    # independent recomputation for mask90: n = max(1, round(0.1 · median observable genes))
+    # independent recomputation for mask90: n = max(1, round(0.1 · median observable genes)),
+    # capped at the model's training context K
     probe = reconstruct(a, model, n_revealed=1, seed=0)
-    n = max(1, int(round(0.1 * float(np.median(probe["observable"].sum(1))))))
+    n = min(context_size(model), max(1, int(round(0.1 * float(np.median(probe["observable"].sum(1)))))))
     vals = [np.nanmean(reconstruction_metrics(reconstruct(a, model, n_revealed=n, seed=s))["spearman"])
             for s in (0, 1)]
     row = p[(p.embedding == "model") & (p.task == "mask90") & (p.metric == "spearman")].iloc[0]
     assert row.value == pytest.approx(np.mean(vals)) and row["std"] == pytest.approx(np.std(vals, ddof=1))
     with pytest.raises(TfmkitError, match=r"mask rates must be in \[0, 1\)"):
         runners.benchmark_pretraining(model, a, mask_rates=(1.5,))
+
+
+def test_celltype_max_cells_is_a_seeded_stratified_subsample(pbmc, capsys):
+    """--max-cells: the whole benchmark runs on the seeded, label-stratified subset (the same
+    numbers as benchmarking that subset directly), says so on stderr and records it."""
+    from tfmkit.evaluation.subsample import subsample_cells
+
+    kw = dict(label_key="bulk_labels", batch_key="batch", obsm_keys=["X_pca"], baselines=("pca20",),
+              n_seeds=2, probes=("knn",))
+    got = runners.benchmark_celltype(pbmc, max_cells=120, seed=3, **kw)
+    assert "benchmark celltype: subsampled 120 of 240 cells" in capsys.readouterr().err
+    assert (got.n_cells_used == 120).all() and (got.max_cells == 120).all()
+    keep = subsample_cells(240, 120, seed=3, labels=pbmc.obs["bulk_labels"].astype(str).to_numpy())
+    assert set(pbmc.obs["bulk_labels"].iloc[keep]) == set(pbmc.obs["bulk_labels"])  # every label kept
+    ref = runners.benchmark_celltype(pbmc[keep].copy(), **kw)
+    cols = ["embedding", "task", "metric", "value", "std", "n_seeds"]
+    pd.testing.assert_frame_equal(got[cols], ref[cols])
+    again = runners.benchmark_celltype(pbmc, max_cells=120, seed=3, **kw)
+    pd.testing.assert_frame_equal(got, again)
+    with pytest.raises(TfmkitError, match="--max-cells must be a positive number of cells"):
+        runners.benchmark_celltype(pbmc, max_cells=0, **kw)
+
+
+def test_celltype_seeds_sharing_cells_equal_independent_metrics(pbmc):
+    """All cells in every seed: one distance pass per embedding, and the label-shuffle control
+    sharing lognorm's pass, give the per-seed metrics of independent celltype_metrics calls."""
+    from tfmkit.evaluation import metrics_celltype as MC
+
+    df = runners.benchmark_celltype(pbmc, label_key="bulk_labels", batch_key="batch",
+                                    baselines=("lognorm", "random_label_shuffle"), n_seeds=2, probes=())
+    counts = pbmc.X
+    X = B.baseline_embedding(counts, "lognorm")
+    y = pbmc.obs["bulk_labels"].astype(str).to_numpy()
+    b = pbmc.obs["batch"].to_numpy()
+    for name, labels in (("lognorm", lambda s: y), ("random_label_shuffle", lambda s: B.shuffled_labels(y, s))):
+        per_seed = [MC.celltype_metrics(X, labels(s), b, seed=s) for s in (0, 1)]
+        rows = df[df.embedding == name].set_index("metric")
+        for metric in per_seed[0]:
+            vals = [m[metric] for m in per_seed]
+            assert rows.loc[metric, "value"] == pytest.approx(np.mean(vals), abs=1e-6), (name, metric)
+            assert rows.loc[metric, "std"] == pytest.approx(np.std(vals, ddof=1), abs=1e-6), (name, metric)
+
+
+@pytest.mark.parametrize("reveal", ["top", "random"])
+def test_pretraining_input_tokens_are_bounded_by_the_training_context(pbmc, model, reveal):
+    """At mask rate 0.1 a cell would show 90% of its expressed (top) or observable (random)
+    genes; the model never reads more tokens than its training context K (32 here)."""
+    from tfmkit.data import keys as K
+    from tfmkit.inference import context_size
+
+    cap = context_size(model)
+    a = pbmc[:24].copy()
+    n_expr = np.asarray((a.X > 0).sum(1)).ravel()
+    assert cap == 32 and n_expr.min() * 0.9 > cap and a.n_vars * 0.9 > 20 * cap  # the bound binds
+    seen = []
+    hook = model.module.register_forward_pre_hook(lambda mod, args: seen.append(args[0][K.GENE_IDS].shape))
+    try:
+        p = runners.benchmark_pretraining(model, a, mask_rates=(0.1,), reveal=reveal, mean_baseline=False)
+    finally:
+        hook.remove()
+    # random: the training rule's zero slots (data.zero_fraction) may round one token over K
+    slack = 0 if reveal == "top" else 1
+    assert seen and max(t for _, t in seen) <= cap + slack
+    assert 0.9 * cap <= p.context_genes.iloc[0] <= cap + slack
+    assert (p.n_cells_used == 24).all() and (p.max_cells == 1000).all()
+    bigger = runners.benchmark_pretraining(model, a, mask_rates=(0.1,), reveal=reveal, max_context=48,
+                                           mean_baseline=False)
+    assert cap < bigger.context_genes.iloc[0] <= 48 + slack  # an explicit --max-context overrides the cap

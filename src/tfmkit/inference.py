@@ -21,7 +21,8 @@ from tfmkit.bundle import TrainedModel, as_trained_model, load_model
 from tfmkit.errors import TfmkitError
 from tfmkit.progress import progress_bar as _bar
 
-__all__ = ["DEFAULT_KEY", "TrainedModel", "embed", "gene_embeddings", "load_model", "reconstruct"]
+__all__ = ["DEFAULT_KEY", "TrainedModel", "context_size", "embed", "gene_embeddings", "load_model",
+           "reconstruct", "reconstruct_batches"]
 
 DEFAULT_KEY = "X_tfmkit"
 #: Cell-embedding poolings of the model protocol (``FoundationModel.cell_embedding``).
@@ -170,23 +171,26 @@ def gene_embeddings(model, kind: str = "encoder", *, vocab=None) -> pd.DataFrame
                         columns=[f"{kind}_{i}" for i in range(arr.shape[1])])
 
 
-@torch.no_grad()
-def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, reveal: str = "random",
-                context_fraction: float | None = None, seed: int = 0,
-                batch_size: int = 64, layer: str | None = None, library_key: str | None = None,
-                allow_low_coverage: bool = False) -> dict:
-    """Predict every vocabulary gene of every cell from ``n_revealed`` revealed genes.
+def context_size(model, *, vocab=None) -> int:
+    """The number of genes ``K`` (TxFM) / ``N`` (GPL) the model was trained to read per cell
+    (``data.n_revealed`` of its run): the default context of :func:`embed` and
+    :func:`reconstruct`, and the bound of the pretraining benchmark's revealed set."""
+    return int(as_trained_model(model, vocab).run_config.data.n_revealed)
 
-    Needs a family that produces ``gene_logits`` (and ``gene_pred``). ``reveal="random"``: each
-    cell reveals genes by the model's training rule (``n_revealed`` overriding ``K``, seeded per
-    cell). ``reveal="top"`` (GPL Suppl. D.1): each cell reveals its most expressed genes in
-    descending order, ``round(context_fraction * #expressed)`` of them (all expressed genes when
-    ``None``; at least 1, at most ``n_revealed``, default the training ``K`` / ``N``); for the
-    autoregressive family the prediction is the logits at that masking boundary.
-    Returns numpy arrays over the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions
-    after the output activation (log1p space for TxFM), ``logits`` (N, G), ``target`` (N, G)
-    lognorm targets, ``counts`` (N, G), ``observable`` (N, G) bool, ``revealed`` (N, G) bool,
-    and ``genes`` (list). Dense: intended for evaluation subsets, not whole atlases.
+
+def reconstruct_batches(adata, model, *, vocab=None, n_revealed: int | None = None,
+                        reveal: str = "random", context_fraction: float | None = None,
+                        seed: int = 0, batch_size: int = 64, layer: str | None = None,
+                        library_key: str | None = None, allow_low_coverage: bool = False,
+                        forward: bool = True):
+    """:func:`reconstruct` one batch of ``batch_size`` consecutive cells at a time, so memory
+    stays ``batch_size x G`` however many cells there are.
+
+    Every input check runs when this is called; it returns an iterator of dicts with the keys
+    of :func:`reconstruct` for the cells ``cells`` (``(B,)`` row indices into ``adata``) plus
+    ``n_tokens`` ``(B,)``: the input tokens each cell showed the model (non-padding slots).
+    ``forward=False`` skips the model (no ``pred`` / ``logits``): the same targets, counts and
+    revealed genes, e.g. for a baseline scored on the same reveals.
     """
     import inspect
 
@@ -209,18 +213,61 @@ def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, reve
     if needed:
         raise TfmkitError(f"train.task {task.name!r} builds batches without {', '.join(needed)}; "
                           "reconstruction needs whole-cell targets (e.g. train.objective wced_loss)")
+    return _reconstruct_iter(bm, corpus, collate, batch_size, seed, forward)
+
+
+@torch.no_grad()
+def _reconstruct_iter(bm, corpus, collate, batch_size, seed, forward):
+    from tfmkit.data import keys as K
+
+    was_training = bm.module.training
     bm.module.eval()
-    parts: dict[str, list] = {k: [] for k in ("pred", "logits", "target", "counts", "observable", "revealed")}
-    for _, cpu_batch, batch in cell_batches(corpus, collate, batch_size=batch_size, seed=seed, view=0,
-                                        device=bm.device):
-        out = bm.module(batch)
-        logits = out.gene_logits.float()  # (B, G)
-        pred = out.gene_pred if out.gene_pred is not None else logits
-        parts["pred"].append(pred.float().cpu().numpy())
-        parts["logits"].append(logits.cpu().numpy())
-        for name, k in (("target", K.TARGET), ("counts", K.COUNTS),
-                        ("observable", K.OBSERVABLE), ("revealed", K.REVEALED)):
-            parts[name].append(cpu_batch[k].cpu().numpy())
-    res = {k: np.concatenate(v) for k, v in parts.items()}
+    try:
+        for idx, cpu_batch, batch in cell_batches(corpus, collate, batch_size=batch_size,
+                                                  seed=seed, view=0,
+                                                  device=bm.device if forward else "cpu"):
+            part = {"cells": idx}
+            if forward:
+                out = bm.module(batch)
+                logits = out.gene_logits.float()  # (B, G)
+                pred = out.gene_pred if out.gene_pred is not None else logits  # (B, G)
+                part["pred"] = pred.float().cpu().numpy()
+                part["logits"] = logits.cpu().numpy()
+            for name, k in (("target", K.TARGET), ("counts", K.COUNTS),
+                            ("observable", K.OBSERVABLE), ("revealed", K.REVEALED)):
+                part[name] = cpu_batch[k].cpu().numpy()
+            pad = cpu_batch.get(K.PADDING)
+            part["n_tokens"] = ((~pad.bool()).sum(1).numpy() if pad is not None  # (B,)
+                                else np.full(len(idx), cpu_batch[K.GENE_IDS].shape[1]))
+            yield part
+    finally:
+        bm.module.train(was_training)
+
+
+def reconstruct(adata, model, *, vocab=None, n_revealed: int | None = None, reveal: str = "random",
+                context_fraction: float | None = None, seed: int = 0,
+                batch_size: int = 64, layer: str | None = None, library_key: str | None = None,
+                allow_low_coverage: bool = False) -> dict:
+    """Predict every vocabulary gene of every cell from ``n_revealed`` revealed genes.
+
+    Needs a family that produces ``gene_logits`` (and ``gene_pred``). ``reveal="random"``: each
+    cell reveals genes by the model's training rule (``n_revealed`` overriding ``K``, seeded per
+    cell). ``reveal="top"`` (GPL Suppl. D.1): each cell reveals its most expressed genes in
+    descending order, ``round(context_fraction * #expressed)`` of them (all expressed genes when
+    ``None``; at least 1, at most ``n_revealed``, default the training ``K`` / ``N``); for the
+    autoregressive family the prediction is the logits at that masking boundary.
+    Returns numpy arrays over the model's ``G`` vocabulary genes: ``pred`` (N, G) predictions
+    after the output activation (log1p space for TxFM), ``logits`` (N, G), ``target`` (N, G)
+    lognorm targets, ``counts`` (N, G), ``observable`` (N, G) bool, ``revealed`` (N, G) bool,
+    ``n_tokens`` (N,) input tokens per cell, and ``genes`` (list). Dense: intended for
+    evaluation subsets, not whole atlases (:func:`reconstruct_batches` streams batches).
+    """
+    bm = as_trained_model(model, vocab)
+    parts = list(reconstruct_batches(adata, bm, n_revealed=n_revealed, reveal=reveal,
+                                     context_fraction=context_fraction, seed=seed,
+                                     batch_size=batch_size, layer=layer, library_key=library_key,
+                                     allow_low_coverage=allow_low_coverage))
+    keys = ("pred", "logits", "target", "counts", "observable", "revealed", "n_tokens")
+    res = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     res["genes"] = list(bm.vocab.genes)
     return res

@@ -16,6 +16,7 @@ from tfmkit.errors import TfmkitError
 CELLTYPE_BASELINES = "raw,lognorm,hvg5000,hvg2000,hvg1024,pca50,pca128,random_label_shuffle"
 PERTURBATION_BASELINES = "raw,lognorm,hvg5000,hvg1024,pca50,random_label_shuffle"
 LABEL_ONLY_BASELINES = ("random_label_shuffle",)  # scored against labels: skipped without --label-key
+FAST_MAX_CELLS = 2_000  # --fast: cells kept (stratified) unless --max-cells says otherwise
 # obs conventions of public Perturb-seq h5ad files (explicit options override them)
 LAYOUTS = {
     "replogle2022": {"perturbation_key": "gene", "batch_key": "gem_group", "control_value": "non-targeting"},
@@ -79,12 +80,17 @@ def celltype(
     n_seeds: int = typer.Option(10, "--n-seeds", help="Subsamples / clustering seeds (mean ± std over them)."),
     probes: str = typer.Option("linear,mlp,knn", "--probes", help="Comma-separated probes: linear (L2-logistic), l1_linear (L1-logistic), mlp, knn; empty string to skip."),
     n_probe_seeds: int = typer.Option(1, "--n-probe-seeds", help="Seeds (splits) for which the probes run."),
-    fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only."),
+    fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only, at most 2,000 cells (unless --max-cells is given); about 1 min on 5,000 cells x 20,000 genes on 2 cores."),
+    max_cells: int = typer.Option(None, "--max-cells", help="First keep at most this many cells: a seeded subsample stratified by --label-key (every label keeps >= 10 cells). Bounds time and memory on large inputs. Default: every cell (each seed still draws --n-cells)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --max-cells subsample."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
     model: str = typer.Option(None, "--model", "-m", help="The model directory the embeddings came from: warns when evaluation cells were in its pretraining data, and adds the headline rows (model − best baseline) to its MODEL_CARD.md."),
     extra_obsm: list[str] = typer.Argument(None, help="More obsm keys (so `--obsm A B C` works)."),
 ) -> None:
     """Cell-type clustering, batch-integration and probe metrics vs baselines (TxFM Table 4)."""
+    from tfmkit.evaluation.subsample import check_max_cells
+
+    check_max_cells(max_cells)
     if not label_key and not batch_key:
         raise TfmkitError("give --label-key (cell-type metrics and probes) and/or --batch-key "
                           "(batch-mixing metrics; enough for unlabelled data)")
@@ -94,6 +100,7 @@ def celltype(
     if fast:
         n_seeds = min(n_seeds, 3)
         probe_list = [p for p in probe_list if p != "mlp"]
+        max_cells = FAST_MAX_CELLS if max_cells is None else max_cells
     if not label_key:  # batch-only mode: nothing is scored against labels
         probe_list = []
         base = [b for b in base if b not in LABEL_ONLY_BASELINES]
@@ -118,9 +125,12 @@ def celltype(
         df = benchmark_celltype(adata, label_key=label_key or None, batch_key=batch_key,
                                 obsm_keys=keys, baselines=base, layer=lay, n_cells=n_cells,
                                 n_seeds=n_seeds, probes=probe_list, n_probe_seeds=n_probe_seeds,
-                                progress=True)
-        notes = (f"Input: `{input}`, labels `{label_key}`, batches `{batch_key}`; "
-                 f"{min(n_cells, adata.n_obs)} cells per subsample, {n_seeds} seed(s).")
+                                max_cells=max_cells, seed=seed, progress=True)
+        used = int(df["n_cells_used"].iloc[0])
+        kept = (f"{used} of {adata.n_obs} cells (--max-cells {max_cells}, --seed {seed}, "
+                f"stratified by `{label_key or batch_key}`)" if used < adata.n_obs else f"all {used} cells")
+        notes = (f"Input: `{input}`, labels `{label_key}`, batches `{batch_key}`; {kept}; "
+                 f"{min(n_cells, used)} cells per subsample, {n_seeds} seed(s).")
         _write_and_print(df, out, "Cell-type benchmark", overwrite, notes)
         if model is not None:
             from tfmkit.model_card import record_benchmark
@@ -139,11 +149,15 @@ def genes(
     tf_targets: str = typer.Option("chea2022", "--tf-targets", help="TF->target table for grn: chea2022 (ChEA 2022 human, non-commercial licence)."),
     annotation: str = typer.Option("go_cc", "--annotation", help="Gene annotation for lda: go_cc (11 GO cellular compartments)."),
     n_null_draws: int = typer.Option(3, "--n-null-draws", help="Independent random-pair null draws for recall (mean ± std)."),
+    max_cells: int = typer.Option(10_000, "--max-cells", help="Cells of --input used for the PCA-loadings and co-expression baselines (a seeded subsample; per-gene statistics, well estimated from 10,000 cells)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --max-cells subsample."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
 ) -> None:
     """Gene-level biology of gene tables: pair recall (TxFM §B.3), GRN AUROC and LDA probe (GPL §2.3)."""
     from tfmkit.evaluation.runners import GENE_TASKS
+    from tfmkit.evaluation.subsample import check_max_cells
 
+    check_max_cells(max_cells)
     explicit = tasks is not None
     task_list = _split(tasks) if explicit else list(GENE_TASKS)
     bad = [t for t in task_list if t not in GENE_TASKS]
@@ -152,16 +166,19 @@ def genes(
     with results_dir(out, overwrite=overwrite):
         import tfmkit
         from tfmkit.data.io import read_anndata
-        from tfmkit.evaluation.runners import benchmark_genes
+        from tfmkit.evaluation.gene_benchmark import subsample_input
+        from tfmkit.evaluation.runners import benchmark_genes, gene_representations
 
         m = tfmkit.load_model(model)
-        adata = read_anndata(input, layer=layer) if input else None
+        adata = subsample_input(read_anndata(input, layer=layer), max_cells, seed) if input else None
         import pandas as pd
 
+        reps = gene_representations(m, adata=adata)  # once for every task (PCA loadings included)
         frames = []
         for task in task_list:  # an explicit --tasks fails on any task; the default skips with a note
             try:
-                frames.append(benchmark_genes(m, adata=adata, databases=_split(databases),
+                frames.append(benchmark_genes(representations=reps, adata=adata,
+                                              databases=_split(databases), max_cells=None,
                                               n_null_draws=n_null_draws, tasks=[task],
                                               tf_targets=tf_targets, annotation=annotation))
             except TfmkitError as err:
@@ -187,13 +204,18 @@ def pretraining(
     layer: str = typer.Option(None, "--layer", help="Layer with raw counts (default X)."),
     mask_rates: str = typer.Option("0.5,0.9", "--mask-rates", help="Comma-separated masking rates: the fraction of each cell's expressed genes hidden (--reveal top) or of its observable genes (--reveal random)."),
     reveal: str = typer.Option("top", "--reveal", help="top: each cell shows its most expressed genes, descending (GPL Suppl. D); random: the model's training reveal rule."),
-    max_context: int = typer.Option(1024, "--max-context", help="--reveal top: at most this many genes shown per cell (compute cap; GPL uses 2048)."),
+    max_context: int = typer.Option(None, "--max-context", help="At most this many genes shown per cell (default: the model's training context K / N, so no cell feeds the model more tokens than it was trained on; GPL's context is 2048)."),
     n_seeds: int = typer.Option(1, "--n-seeds", help="Random maskings per rate (--reveal random; mean ± std)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Cells per forward pass."),
     library_key: str = typer.Option(None, "--library-key", help="obs column of full-transcriptome total counts, for inputs that keep only a gene subset."),
+    max_cells: int = typer.Option(1_000, "--max-cells", help="Held-out cells scored: a seeded subsample (metrics are means over cells; over 1,000 cells their standard error is ~0.003). Pass a larger number to score more."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --max-cells subsample."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
 ) -> None:
     """Held-out full-transcriptome Spearman and binary correctness vs the gene-mean baseline (GPL Suppl. D)."""
+    from tfmkit.evaluation.subsample import check_max_cells
+
+    check_max_cells(max_cells)
     try:
         rates = [float(r) for r in _split(mask_rates)]
     except ValueError:
@@ -206,15 +228,22 @@ def pretraining(
         import tfmkit
         from tfmkit.data.io import read_anndata
         from tfmkit.evaluation.runners import benchmark_pretraining
+        from tfmkit.inference import context_size
 
         m = tfmkit.load_model(model)
         adata = read_anndata(input, layer=layer)
         df = benchmark_pretraining(m, adata, mask_rates=rates, reveal=reveal, max_context=max_context,
-                                   n_seeds=n_seeds, batch_size=batch_size, library_key=library_key)
+                                   n_seeds=n_seeds, batch_size=batch_size, library_key=library_key,
+                                   max_cells=max_cells, seed=seed)
         context = ("each cell's top-expressed genes (GPL Suppl. D)" if reveal == "top"
                    else "the model's training reveal rule")
+        shown = df.dropna(subset=["context_genes"]).groupby("task", sort=False)["context_genes"].first()
+        used = int(df["n_cells_used"].iloc[0])
+        sub = f" (--max-cells {max_cells}, --seed {seed})" if used < adata.n_obs else ""
         _write_and_print(df, out, "Pretraining quality", overwrite,
-                         f"Context: {context}. "
+                         f"Context: {context}, at most {max_context or context_size(m)} genes per "
+                         f"cell (mean shown: {', '.join(f'{t} {v:.0f}' for t, v in shown.items())}); "
+                         f"{used} of {adata.n_obs} cells{sub}. "
                          "spearman / binary_correctness: all observable genes (full transcriptome, "
                          "midranks); *_masked: only genes hidden from the model; poisson_loss is "
                          "meaningful for log1p-space objectives only; gene_mean = per-gene mean "

@@ -98,13 +98,29 @@ def pca_loadings(adata, genes, *, n_components: int = 128, layer: str | None = N
 
 GENE_TASKS = ("recall", "grn", "lda")
 MAX_COEXPRESSION_CELLS = 20_000
+#: Cells of ``adata`` used by default for the PCA-loadings and co-expression baselines: both are
+#: per-gene population statistics (means, covariances), estimated well from 10,000 cells, and
+#: the dense lognorm matrix they need stays ~0.7 GB for a 17k-gene model.
+DEFAULT_MAX_CELLS = 10_000
+
+
+def subsample_input(adata, max_cells: int | None = DEFAULT_MAX_CELLS, seed: int = 0):
+    """``adata`` itself, or a seeded uniform subsample of ``max_cells`` of its cells (announced
+    on stderr; :func:`tfmkit.evaluation.subsample.subsample_cells`)."""
+    from tfmkit.evaluation.subsample import report_subsample, subsample_cells
+
+    keep = subsample_cells(adata.n_obs, max_cells, seed=seed)
+    if len(keep) == adata.n_obs:
+        return adata
+    report_subsample(adata.n_obs, keep, seed, "benchmark genes")
+    return adata[keep].copy()
 
 
 def benchmark_genes(model=None, *, representations: dict | None = None, adata=None,
                     layer: str | None = None, databases=("corum", "hallmark", "canonical_pathways"),
                     tasks: Sequence[str] = ("recall",), tf_targets="chea2022", annotation="go_cc",
                     n_null_draws: int = 3, n_null_pairs: int = 100_000, seed: int = 0,
-                    ) -> pd.DataFrame:
+                    max_cells: int | None = DEFAULT_MAX_CELLS) -> pd.DataFrame:
     """Gene-level biology of a model's gene representations (TxFM §B.3; GPL §2.3, Suppl. F-G).
 
     ``model``: a model or model directory (its gene tables, :func:`gene_representations`,
@@ -129,13 +145,19 @@ def benchmark_genes(model=None, *, representations: dict | None = None, adata=No
       ``lda_balanced_accuracy``, ``std`` over folds, ``n_pairs`` = genes scored.
 
     ``grn`` and ``lda`` score every representation (and the baseline) on the same genes: those
-    all of them hold (and, with ``adata``, expressed in it).
+    all of them hold (and, with ``adata``, expressed in it). ``max_cells`` (default 10,000;
+    ``None`` = all): the cells of ``adata`` used, a seeded (``seed``) uniform subsample
+    (:func:`subsample_input`).
     """
     from tfmkit.evaluation.metric_registry import ensure_metric
+    from tfmkit.evaluation.subsample import check_max_cells
 
     bad = [t for t in tasks if t not in GENE_TASKS]
     if bad or not tasks:
         raise TfmkitError(f"unknown gene task(s) {bad}; choose from {', '.join(GENE_TASKS)}")
+    check_max_cells(max_cells)
+    if adata is not None:
+        adata = subsample_input(adata, max_cells, seed)
     if representations is None:
         if model is None:
             raise TfmkitError("benchmark_genes needs a model (or representations)")

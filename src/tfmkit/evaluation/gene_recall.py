@@ -78,11 +78,14 @@ def random_pairs(n_genes: int, n_pairs: int, *, seed: int = 0) -> tuple[np.ndarr
     return i, j
 
 
-def pair_cosines(E, i, j, *, chunk: int = 1_000_000) -> np.ndarray:
-    """Cosine similarity of rows ``E[i]`` and ``E[j]`` for index arrays ``i``, ``j``."""
+def pair_cosines(E, i, j, *, chunk_values: int = 2**23) -> np.ndarray:
+    """Cosine similarity of rows ``E[i]`` and ``E[j]`` for index arrays ``i``, ``j``, in chunks
+    of pairs whose gathered rows hold at most ``chunk_values`` values (64 MB each; a fixed
+    million pairs of 256-d rows took 4 GB)."""
     E = np.asarray(E, dtype=np.float64)
     U = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
     out = np.empty(len(i))
+    chunk = max(1, chunk_values // max(1, U.shape[1]))
     for s in range(0, len(i), chunk):
         out[s:s + chunk] = np.einsum("nd,nd->n", U[i[s:s + chunk]], U[j[s:s + chunk]])
     return out

@@ -38,15 +38,27 @@ def cosine_rows(E, rows) -> np.ndarray:
     return U[np.asarray(rows)] @ U.T  # (R, G)
 
 
-def pearson_rows(X, rows) -> np.ndarray:
+def pearson_rows(X, rows, *, chunk_values: int = 2**24) -> np.ndarray:
     """Pearson correlation across cells of genes ``rows`` with every gene of ``X`` (cells x
-    genes, dense) -> ``(len(rows), G)``; NaN for a constant gene."""
-    X = np.asarray(X, dtype=np.float64)
-    Z = X - X.mean(0)  # (N, G)
-    norm = np.sqrt((Z * Z).sum(0))  # (G,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        Z = Z / norm
-    return Z[:, np.asarray(rows)].T @ Z  # (R, G)
+    genes, dense) -> ``(len(rows), G)``; NaN for a constant gene. Genes are standardised in
+    float64 a block of at most ``chunk_values`` values at a time, so memory stays ``X`` plus
+    one block (a float64 copy of ``X`` and its centred and scaled copies took 3 x N x G x 8 bytes)."""
+    X = np.asarray(X)
+    rows = np.asarray(rows)
+
+    def standardised(cols) -> np.ndarray:
+        Z = np.asarray(X[:, cols], dtype=np.float64)  # (N, c)
+        Z = Z - Z.mean(0)
+        norm = np.sqrt((Z * Z).sum(0))  # (c,)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return Z / norm
+
+    Zr = standardised(rows)  # (N, R)
+    out = np.empty((len(rows), X.shape[1]))  # (R, G)
+    step = max(1, chunk_values // max(1, X.shape[0]))
+    for s in range(0, X.shape[1], step):
+        out[:, s:s + step] = Zr.T @ standardised(slice(s, s + step))
+    return out
 
 
 def tf_auroc(scores, is_target) -> float:
@@ -116,7 +128,11 @@ def grn_auroc(representation: pd.DataFrame | None, tf_targets: Mapping[str, Sequ
     if representation is not None:
         S = cosine_rows(representation.loc[keep].to_numpy(), [pos[t] for t in tfs])  # (T, G)
     else:
-        S = pearson_rows(expression[keep].to_numpy(), [pos[t] for t in tfs])  # (T, G)
+        values = expression.to_numpy()  # (N, G_all), not copied for one dtype
+        if keep != names:
+            col = {g: j for j, g in enumerate(names)}
+            values = values[:, [col[g] for g in keep]]  # (N, G)
+        S = pearson_rows(values, [pos[t] for t in tfs])  # (T, G)
     return grn_auroc_per_tf(S, tfs, keep, tf_targets, roles=roles, min_targets=min_targets)
 
 

@@ -54,26 +54,45 @@ def distance_summary(X, labels, batches=None, *, n_neighbors: int = 0, chunk_siz
     cell to the cells of every (label, batch) group (group index ``label * B + batch``), the label
     and batch codes, and the exact ``n_neighbors``-NN (``NeighborsResults``; ``None`` if 0).
     """
+    sums, labs, bat, nn = distance_summaries(X, [labels], batches, n_neighbors=n_neighbors,
+                                             chunk_size=chunk_size)
+    return sums[0], labs[0], bat, nn
+
+
+def distance_summaries(X, label_sets, batches=None, *, n_neighbors: int = 0,
+                       chunk_size: int = 2048):
+    """:func:`distance_summary` for several labelings of the same cells in one distance pass
+    (e.g. the true labels and the seeded shuffles of the ``random_label_shuffle`` control).
+
+    Returns ``([S_j], [lab_j], bat, neighbors)`` with one ``S_j`` ``(N, L_j*B)`` and label codes
+    per entry of ``label_sets``; each ``S_j`` equals ``distance_summary(X, label_sets[j], ...)[0]``.
+    Memory: ``X`` plus one ``(chunk_size, N)`` distance block and the ``(N, k)`` neighbours.
+    """
     import torch
 
     X = as_embedding(X)
     n = X.shape[0]
-    lab, _ = _codes(labels, "labels", n)
     bat, _ = _codes(np.zeros(n, int) if batches is None else batches, "batches", n)
     n_b = int(bat.max()) + 1
-    group = lab * n_b + bat
-    n_groups = (int(lab.max()) + 1) * n_b
-    onehot = torch.zeros((n, n_groups), dtype=torch.float64)
-    onehot[torch.arange(n), torch.from_numpy(group)] = 1.0
-    S = np.empty((n, n_groups), dtype=np.float64)
+    labs, onehots = [], []
+    for labels in label_sets:
+        lab, _ = _codes(labels, "labels", n)
+        n_groups = (int(lab.max()) + 1) * n_b
+        onehot = torch.zeros((n, n_groups), dtype=torch.float64)  # (N, L*B)
+        onehot[torch.arange(n), torch.from_numpy(lab * n_b + bat)] = 1.0
+        labs.append(lab)
+        onehots.append(onehot)
+    sums = [np.empty((n, o.shape[1]), dtype=np.float64) for o in onehots]
     k = _check_k(n, n_neighbors) if n_neighbors else 0
     idx = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=X.dtype)
     for s, e, d2 in distance_chunks(X, chunk_size=chunk_size):
         if k:
             idx[s:e], dist[s:e] = topk_neighbors(X, d2, s, k)
-        S[s:e] = (d2.double().sqrt_() @ onehot).numpy()
-    return S, lab, bat, (_neighbors_results(idx, dist) if k else None)
+        d = d2.double().sqrt_()  # (C, N)
+        for S, onehot in zip(sums, onehots):
+            S[s:e] = (d @ onehot).numpy()
+    return sums, labs, bat, (_neighbors_results(idx, dist) if k else None)
 
 
 def _silhouette(sums: np.ndarray, sizes: np.ndarray, own: np.ndarray) -> np.ndarray:

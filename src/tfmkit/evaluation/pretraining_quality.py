@@ -36,20 +36,47 @@ def _check(a, b, mask):
     return a, b, m
 
 
-def _midranks(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Row-wise average ranks (1-based) of the entries of ``x`` inside ``mask``; entries outside
-    are pushed past the end, so the ranks inside equal ``rankdata`` of the subset."""
-    from scipy.stats import rankdata
+class _Order:
+    """One descending sort of each row of ``x`` ``(N, G)`` over its ``valid`` entries (the
+    others pushed to the end; ties by gene index), from which the midranks and positions of
+    *any* subset of the valid entries follow in linear time (:meth:`within`). Spearman and
+    binary correctness over the observable genes and over the masked ones share it: two sorts
+    per cell instead of six."""
 
-    return rankdata(np.where(mask, x, np.inf), axis=1, method="average")
+    def __init__(self, x: np.ndarray, valid: np.ndarray) -> None:
+        n_rows, n_genes = x.shape
+        rows = (np.arange(n_rows) * n_genes)[:, None]  # (N, 1) flat offsets
+        key = -np.where(valid, x, -np.inf)  # (N, G) ascending = best first
+        order = np.argsort(key, axis=1)  # (N, G) quicksort (5x a stable sort of floats)
+        v = key.ravel()[(order + rows).ravel()].reshape(n_rows, n_genes)  # (N, G) sorted values
+        new = np.ones(v.shape, bool)
+        new[:, 1:] = v[:, 1:] != v[:, :-1]
+        self.group = np.cumsum(new, axis=1) - 1  # (N, G) tie-group index along the sorted row
+        # ties by gene index (the stable order): re-sort by the unique key (group, gene)
+        fix = np.argsort(self.group * n_genes + order, axis=1)  # (N, G)
+        self.flat_order = (order.ravel()[(fix + rows).ravel()] + rows.repeat(n_genes))  # (N*G,)
+        self.flat_group = (self.group + rows).ravel()  # (N*G,) monotone per row
+        self.shape = (n_rows, n_genes)
+
+    def within(self, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ranks, position)`` ``(N, G)`` for the entries of ``subset`` (others undefined):
+        ascending average ranks (1-based, ties = midrank, as ``scipy.stats.rankdata`` on the
+        subset) and the 0-based position in the descending order of the subset."""
+        n_rows, n_genes = self.shape
+        s = np.ascontiguousarray(subset).ravel()[self.flat_order].reshape(self.shape)  # sorted flags
+        cnt = np.bincount(self.flat_group, weights=s.ravel(), minlength=n_rows * n_genes)  # (N*G,)
+        before = (np.cumsum(cnt.reshape(self.shape), axis=1) - cnt.reshape(self.shape)).ravel()
+        desc = before[self.flat_group] + (cnt[self.flat_group] + 1) / 2  # (N*G,) descending midranks
+        asc = (s.sum(1)[:, None] + 1) - desc.reshape(self.shape)  # (N, G)
+        ranks = np.empty(n_rows * n_genes)
+        ranks[self.flat_order] = asc.ravel()
+        position = np.empty(n_rows * n_genes, dtype=np.int64)
+        position[self.flat_order] = (np.cumsum(s, axis=1) - 1).ravel()
+        return ranks.reshape(self.shape), position.reshape(self.shape)
 
 
-def spearman_per_cell(pred, observed, mask=None) -> np.ndarray:
-    """Spearman correlation per row between ``pred`` and ``observed`` ``(N, G)`` over the
-    entries in ``mask`` (midrank ties; equal to ``scipy.stats.spearmanr`` on each row's
-    subset). Returns ``(N,)``; NaN for rows with < 2 entries or a constant side."""
-    p, o, m = _check(pred, observed, mask)
-    rp, ro = _midranks(p, m), _midranks(o, m)
+def _spearman_from_ranks(rp: np.ndarray, ro: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per-row Pearson correlation of the ranks ``rp``, ``ro`` over the entries in ``m``."""
     n = m.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mp = np.where(m, rp, 0).sum(1) / n
@@ -61,20 +88,29 @@ def spearman_per_cell(pred, observed, mask=None) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def binary_correctness_per_cell(pred, counts, mask=None) -> np.ndarray:
-    """Per row: fraction of expressed genes (``counts > 0`` inside ``mask``) that are among the
-    ``N`` highest-``pred`` genes of ``mask``, ``N`` = number expressed. ``(N_cells,)``."""
-    p, c, m = _check(pred, counts, mask)
-    expressed = (c > 0) & m
+def _binary_from_positions(position: np.ndarray, counts: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Share of the expressed entries of ``m`` whose descending position is < their number."""
+    expressed = (counts > 0) & m
     n_expr = expressed.sum(1)
-    order = np.argsort(-np.where(m, p, -np.inf), axis=1, kind="stable")  # best first
-    rank = np.empty_like(order)
-    rows = np.arange(p.shape[0])[:, None]
-    rank[rows, order] = np.arange(p.shape[1])[None, :]
-    in_top = rank < n_expr[:, None]
-    hits = (in_top & expressed).sum(1)
+    hits = (expressed & (position < n_expr[:, None])).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_expr > 0, hits / n_expr, np.nan)
+
+
+def spearman_per_cell(pred, observed, mask=None) -> np.ndarray:
+    """Spearman correlation per row between ``pred`` and ``observed`` ``(N, G)`` over the
+    entries in ``mask`` (midrank ties; equal to ``scipy.stats.spearmanr`` on each row's
+    subset). Returns ``(N,)``; NaN for rows with < 2 entries or a constant side."""
+    p, o, m = _check(pred, observed, mask)
+    return _spearman_from_ranks(_Order(p, m).within(m)[0], _Order(o, m).within(m)[0], m)
+
+
+def binary_correctness_per_cell(pred, counts, mask=None) -> np.ndarray:
+    """Per row: fraction of expressed genes (``counts > 0`` inside ``mask``) that are among the
+    ``N`` highest-``pred`` genes of ``mask`` (ties by gene order), ``N`` = number expressed.
+    ``(N_cells,)``."""
+    p, c, m = _check(pred, counts, mask)
+    return _binary_from_positions(_Order(p, m).within(m)[1], c, m)
 
 
 def poisson_loss_per_cell(pred, target, mask=None) -> np.ndarray:
@@ -101,11 +137,12 @@ def reconstruction_metrics(rec: dict) -> dict[str, np.ndarray]:
             raise TfmkitError(f"reconstruction result lacks {key!r}; pass tfmkit.reconstruct output")
     obs = np.asarray(rec["observable"], bool)
     masked = obs & ~np.asarray(rec["revealed"], bool)
-    return {
-        "poisson_loss": poisson_loss_per_cell(rec["pred"], rec["target"], obs),
-        "spearman": spearman_per_cell(rec["logits"], rec["counts"], obs),
-        "spearman_masked": spearman_per_cell(rec["logits"], rec["counts"], masked),
-        "binary_correctness": binary_correctness_per_cell(rec["logits"], rec["counts"], obs),
-        "binary_correctness_masked": binary_correctness_per_cell(rec["logits"], rec["counts"],
-                                                                 masked),
-    }
+    logits, counts, _ = _check(rec["logits"], rec["counts"], obs)
+    by_pred, by_count = _Order(logits, obs), _Order(counts, obs)  # shared by both gene sets
+    out = {"poisson_loss": poisson_loss_per_cell(rec["pred"], rec["target"], obs)}
+    spearman, binary = {}, {}
+    for suffix, m in (("", obs), ("_masked", masked)):
+        rp, position = by_pred.within(m)
+        spearman[f"spearman{suffix}"] = _spearman_from_ranks(rp, by_count.within(m)[0], m)
+        binary[f"binary_correctness{suffix}"] = _binary_from_positions(position, counts, m)
+    return {**out, **spearman, **binary}

@@ -142,13 +142,24 @@ def fit_linear_probe(X_train, y_train, *, C: float = LINEAR_C, max_iter: int = L
         )
     clf = (LogisticRegression(C=C, l1_ratio=1.0, solver="saga", max_iter=max_iter, random_state=0)
            if l1 else LogisticRegression(C=C, max_iter=max_iter))
+    basis = None
+    if not l1 and X_train.shape[1] > 2 * X_train.shape[0]:
+        # many more dims than cells (e.g. raw counts of 20k genes): the L2 optimum W lies in
+        # the span of the training rows (representer theorem; the intercept is not penalised),
+        # so the same problem is solved in an orthonormal basis Q of that span (Xᵀ = Q R):
+        # features X Q = Rᵀ (n x n), W = Q B, |W| = |B|. Same optimum, D / n times cheaper per
+        # L-BFGS iteration (the shuffled-label control on 20k genes ran 1,000 of them).
+        from scipy.linalg import qr
+
+        basis, r = qr(np.asarray(X_train).T, mode="economic", check_finite=False)  # (D, n), (n, n)
+        X_train = np.ascontiguousarray(r.T)  # (n, n) = X_train @ basis
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         clf.fit(X_train, y_train)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         warnings.warn(f"the linear probe did not converge in {max_iter} iterations; "
                       f"its scores may be too low.", RuntimeWarning, stacklevel=2)
-    return clf.predict
+    return clf.predict if basis is None else (lambda X: clf.predict(np.asarray(X) @ basis))
 
 
 def train_probe(X_train, y_train, X_val, y_val, *, kind: str = "mlp", lrs=LEARNING_RATES,
@@ -297,17 +308,23 @@ def probe_scores(X, labels, batches=None, *, kind: str = "linear", seed: int = 0
     X = np.asarray(X, dtype=np.float32)
     codes, uniques = _label_codes(labels, len(X))
     tr, va, te = batch_aware_split(codes, batches, seed=seed)
-    scaler = StandardScaler().fit(X[tr])
-    Z = scaler.transform(X).astype(np.float32)
+    X_tr = X[tr]
+    scaler = StandardScaler(copy=False).fit(X_tr)
+
+    def scaled(A):  # (n, D) float32, each split scaled once (no full-size scaled copy of X)
+        return scaler.transform(A).astype(np.float32, copy=False)
+
+    Z_tr = scaled(X_tr)  # in place on the X[tr] copy
     if kind in ("linear", "l1_linear"):
-        predict = fit_linear_probe(Z[tr], codes[tr], l1=kind == "l1_linear")
+        predict = fit_linear_probe(Z_tr, codes[tr], l1=kind == "l1_linear")
         extra = {"C": LINEAR_C}
     else:
-        predict, lr = train_probe(Z[tr], codes[tr], Z[va], codes[va], kind=kind, lrs=lrs,
+        predict, lr = train_probe(Z_tr, codes[tr], scaled(X[va]), codes[va], kind=kind, lrs=lrs,
                                   max_epochs=max_epochs, patience=patience,
                                   max_steps=max_steps, seed=seed)
         extra = {"lr": lr}
-    acc, f1 = _scores(codes[te], predict(Z[te]))
+    del Z_tr
+    acc, f1 = _scores(codes[te], predict(scaled(X[te])))
     return {"accuracy": acc, "macro_f1": f1, **extra}
 
 
