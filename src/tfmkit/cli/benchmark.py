@@ -80,7 +80,7 @@ def celltype(
     n_seeds: int = typer.Option(10, "--n-seeds", help="Subsamples / clustering seeds (mean ± std over them)."),
     probes: str = typer.Option("linear,mlp,knn", "--probes", help="Comma-separated probes: linear (L2-logistic), l1_linear (L1-logistic), mlp, knn; empty string to skip."),
     n_probe_seeds: int = typer.Option(1, "--n-probe-seeds", help="Seeds (splits) for which the probes run."),
-    fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only, at most 2,000 cells (unless --max-cells is given); about 1 min on 5,000 cells x 20,000 genes on 2 cores."),
+    fast: bool = typer.Option(False, "--fast", help="Quick look: 3 seeds, linear + kNN probes only, at most 2,000 cells (unless --max-cells is given); 118 s and 1.5 GB on 5,000 cells x 20,000 genes on 2 cores (the defaults take over 10 min there: docs/benchmarks.md)."),
     max_cells: int = typer.Option(None, "--max-cells", help="First keep at most this many cells: a seeded subsample stratified by --label-key (every label keeps >= 10 cells). Bounds time and memory on large inputs. Default: every cell (each seed still draws --n-cells)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --max-cells subsample."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results.csv/results.md in --out."),
