@@ -126,3 +126,27 @@ def test_demo_failure_leaves_no_output(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="interrupted"):
         run_demo(kept, tiny=True, overwrite=True)
     assert [p.name for p in kept.iterdir()] == ["report.md"]  # the earlier demo is untouched
+
+
+def test_quick_budget_adapts_only_the_named_dataset(tmp_path, monkeypatch):
+    """The quick budget's trims (issue 12: <= 5 min): SSL-adapted and from-scratch rows only on
+    ``adapt_on`` datasets, no gene benchmarks, and the report says so. Run on the tiny budget
+    with the quick budget's two trims."""
+    from dataclasses import replace
+
+    from tfmkit import demo
+
+    assert demo.EVAL_BUDGETS["quick"].adapt_on == ("pbmc68k",)
+    assert demo.EVAL_BUDGETS["quick"].gene_benchmarks is False
+    assert demo.EVAL_BUDGETS["full"].adapt_on is None and demo.EVAL_BUDGETS["full"].gene_benchmarks
+    trimmed = replace(demo.EVAL_BUDGETS["tiny"], adapt_on=("pbmc68k",), gene_benchmarks=False)
+    monkeypatch.setitem(demo.EVAL_BUDGETS, "tiny", trimmed)
+    report = demo.run_demo(tmp_path / "demo", tiny=True)
+    df = pd.read_csv(tmp_path / "demo" / "results.csv")
+    knn = df[(df.task == "knn_5fold") & (df.metric == "accuracy")]
+    adapted = {"tfmkit_ssl_adapted", "tfmkit_target_scratch"}
+    assert adapted <= set(knn[knn.dataset == "pbmc68k"].embedding)
+    assert not adapted & set(knn[knn.dataset == "wu2020"].embedding)
+    assert "tfmkit_zero_shot" in set(knn[knn.dataset == "wu2020"].embedding)
+    assert not {"gene_recall", "mask90"} & set(df.task)
+    assert "computed on pbmc68k only" in report.read_text()
