@@ -193,3 +193,14 @@ def test_soma_store_equals_in_memory(tmp_path):
     assert isinstance(open_corpus([uri], min_cells=1), SomaStore)
     with pytest.raises(TfmkitError, match="layer 'nope' not found"):
         SomaStore.open(uri, layer="nope")
+
+
+def test_soma_store_refuses_an_incomplete_experiment(tmp_path):
+    """An experiment whose writing was interrupted (no ``ms`` collection: a 100k-cell
+    ``from_anndata`` stopped midway) gets a one-line error, not a TypeError from tiledbsoma."""
+    import tiledbsoma
+
+    uri = str(tmp_path / "partial")
+    tiledbsoma.Experiment.create(uri).close()
+    with pytest.raises(TfmkitError, match="not a complete SOMA experiment .*write it again"):
+        SomaStore.open(uri)

@@ -65,6 +65,9 @@ class SomaStore(RowStore):
 
         soma = _soma()
         with soma.Experiment.open(str(uri)) as exp:
+            if "ms" not in exp or "obs" not in exp:  # e.g. an interrupted tiledbsoma.io.from_anndata
+                raise TfmkitError(f"{uri} is not a complete SOMA experiment (no {'ms' if 'ms' not in exp else 'obs'} "
+                                  "collection; was its writing interrupted?); delete it and write it again.")
             if measurement not in exp.ms:
                 raise TfmkitError(f"{uri} has no measurement {measurement!r}; it has {sorted(exp.ms.keys())}.")
             ms = exp.ms[measurement]
