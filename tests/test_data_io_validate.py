@@ -44,7 +44,7 @@ def test_bad_values_raise(fmt, bad, match):
 
 def test_non_integer_message_points_to_raw_counts():
     X = np.log1p(np.array([[0, 1, 2], [3, 0, 1]], dtype=np.float32))
-    with pytest.raises(TfmkitError) as err:
+    with pytest.raises(TfmkitError, match="X contains non-integer values") as err:
         validate_counts(X)
     msg = str(err.value)
     assert "`--layer NAME`" in msg and "adata.raw" in msg and "\n" not in msg
@@ -66,7 +66,7 @@ def _lognorm_adata(raw=True, counts_layer=True):
 def test_message_names_file_and_lists_count_layers():
     """Issue 11 #9: name the file, list where raw counts are with the exact --layer flag."""
     a = _lognorm_adata()
-    with pytest.raises(TfmkitError) as err:
+    with pytest.raises(TfmkitError, match="non-integer values") as err:
         validate_counts(a.X, adata=a, source="pbmc.h5ad")
     msg = str(err.value)
     assert msg.startswith("pbmc.h5ad: X contains non-integer values")

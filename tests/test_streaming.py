@@ -64,6 +64,6 @@ def test_outputs_are_checked_and_failures_leave_nothing(tmp_path, model):
         embed_h5ad(src, model, tmp_path / "out.csv")
     mouse = tmp_path / "mouse.h5ad"
     make_counts(10, [g.capitalize() for g in GENES[:30]]).write_h5ad(mouse)
-    with pytest.raises(TfmkitError):
+    with pytest.raises(TfmkitError, match=r"none of the 30 input genes maps to the model vocabulary.*mouse/rat-style symbols"):
         embed_h5ad(mouse, model, tmp_path / "m.h5ad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "mouse.h5ad", "out.h5ad"]
